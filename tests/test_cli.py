@@ -1,0 +1,113 @@
+"""The CLI as people meet it: one-line errors, exit codes, the `once` table, the name check."""
+
+from __future__ import annotations
+
+import types
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from watchdog import cli, table
+from watchdog.result import Answer, CheckOutcome, ProbeResult
+
+
+def test_our_package_passes_the_name_check() -> None:
+    cli.ensure_ours()
+
+
+def test_pypi_watchdog_is_detected(tmp_path: Path) -> None:
+    (tmp_path / "observers").mkdir()
+    (tmp_path / "__init__.py").write_text("")
+    foreign = types.ModuleType("watchdog")
+    foreign.__file__ = str(tmp_path / "__init__.py")
+    with pytest.raises(cli.Exit, match=r"not mlops-watchdog's .* own venv"):
+        cli.ensure_ours(foreign)
+    foreign.DISTRIBUTION = "mlops-watchdog"  # type: ignore[attr-defined]
+    with pytest.raises(cli.Exit):  # ours, but mixed with the other package's modules
+        cli.ensure_ours(foreign)
+
+
+def test_missing_config_is_one_line_and_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["once", "--config", str(tmp_path / "nope.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'nope.yaml'}:0: cannot read: No such file or directory" in err
+    assert "Traceback" not in err
+
+
+def test_report_rejects_a_bad_window(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["init", str(tmp_path)]) == 0
+    assert (
+        cli.main(["report", "--config", str(tmp_path / "config.yaml"), "--since", "yesterday"]) == 2
+    )
+    assert "--since: 'yesterday' is not a duration" in capsys.readouterr().err
+
+
+def test_init_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["init", str(tmp_path)]) == 0
+    assert cli.main(["init", str(tmp_path)]) == 2
+    assert "exists; pass --force" in capsys.readouterr().err
+
+
+def test_report_on_an_empty_database_writes_a_header(tmp_path: Path) -> None:
+    cli.main(["init", str(tmp_path)])
+    assert cli.main(["report", "--config", str(tmp_path / "config.yaml")]) == 0
+    header = (tmp_path / "reports" / "health.csv").read_text().splitlines()[0]
+    assert header.startswith("endpoint,golden_set,prompt_id,runs,pass_rate,format_accuracy")
+
+
+def make(prompt_id: str, answer: Answer, checks: list[CheckOutcome]) -> ProbeResult:
+    return ProbeResult(
+        "vllm-a",
+        prompt_id,
+        "default",
+        "h",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        True,
+        answer,
+        checks,
+        "f",
+    )
+
+
+def test_table_golden() -> None:
+    ok = Answer(
+        text="Paris",
+        ttft_s=0.0421,
+        e2e_s=0.19,
+        itl_s=[0.008, 0.009],
+        output_tokens=8,
+        token_source="usage",
+    )
+    slow = Answer(
+        text="Lyon", ttft_s=1.5, e2e_s=12.25, itl_s=[0.2], output_tokens=3, token_source="estimate"
+    )
+    down = Answer(
+        error_class="connect",
+        error_detail="connection failed before a response: All connection attempts failed",
+        e2e_s=0.002,
+    )
+    results = [
+        make("capital-france", ok, [CheckOutcome("contains", True, "ok")]),
+        make(
+            "capital-italy",
+            slow,
+            [
+                CheckOutcome(
+                    "contains", False, "expected all of ['Rome'], missing ['Rome'] in 'Lyon'"
+                )
+            ],
+        ),
+        make("arithmetic", down, []),
+    ]
+    assert table.render(results, width=200) == "\n".join(
+        [
+            "ENDPOINT  PROMPT          RESULT        TTFT   E2E     ITL P50  TOKENS  TOK/S  DETAIL",
+            "vllm-a    capital-france  ok            42ms   190ms   8ms      8       47.3",
+            "vllm-a    capital-italy   check_failed  1.50s  12.25s  200ms    3~      0.2    contains: expected all of ['Rome'], missing ['Rome'] in 'Lyon'",
+            "vllm-a    arithmetic      connect       -      2ms     -        -       -      connection failed before a response: All connection attempts failed",
+            "1/3 ok",
+        ]
+    )

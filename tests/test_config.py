@@ -1,0 +1,267 @@
+"""Every config error message, each from a fixture under fixtures/config/, as exact strings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from watchdog import cli
+from watchdog.config import load_config
+from watchdog.yamlfile import InvalidFile
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
+ENV = {"LLM_API_KEY": "k3y-from-env"}
+KNOWN_KEYS = {
+    "top": "storage, listen, include, endpoints, probes",
+    "storage": "path, csv_dir, responses, excerpt_chars, report_every",
+    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency",
+}
+APIS = "supported: openai-chat, openai-completions"
+NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
+CHECKS = (
+    "contains, not_contains, equals, regex, one_of, is_json, json_schema, "
+    "min_length, max_length, max_ttft_s, max_e2e_s, min_tokens_per_s"
+)
+
+
+def problems(name: str, env: dict[str, str] | None = None, where: Path = FIXTURES) -> list[str]:
+    """The problem lines for a fixture, with file names relative to `where`."""
+    with pytest.raises(InvalidFile) as caught:
+        load_config(where / name, env=ENV if env is None else env)
+    return [str(p).replace(f"{where}/", "") for p in caught.value.problems]
+
+
+CASES: dict[str, list[str]] = {
+    "unknown-key-top.yaml": [
+        f"unknown-key-top.yaml:4: endpoint: unknown key (allowed here: {KNOWN_KEYS['top']})",
+    ],
+    "unknown-key-storage.yaml": [
+        "unknown-key-storage.yaml:3: storage.retention: "
+        f"unknown key (allowed here: {KNOWN_KEYS['storage']})",
+    ],
+    "unknown-key-endpoint.yaml": [
+        "unknown-key-endpoint.yaml:5: endpoints[0].timeout: "
+        f"unknown key (allowed here: {KNOWN_KEYS['endpoint']})",
+    ],
+    "missing-key.yaml": [
+        "missing-key.yaml:2: endpoints[0].base_url: required key is missing",
+    ],
+    "wrong-type.yaml": [
+        "wrong-type.yaml:5: endpoints[0].headers: must be a valid dictionary",
+        "wrong-type.yaml:6: endpoints[0].max_body_bytes: "
+        "must be a valid integer, unable to parse string as an integer",
+    ],
+    "bad-enum.yaml": [
+        "bad-enum.yaml:2: storage.responses: must be 'full', 'excerpt' or 'hash'",
+    ],
+    "unknown-api.yaml": [
+        f"unknown-api.yaml:3: endpoints[0].api: unknown api 'openai'; {APIS}",
+    ],
+    "bad-base-url.yaml": [
+        "bad-base-url.yaml:4: endpoints[0].base_url: "
+        "base_url must start with http:// or https:// and name a host",
+    ],
+    "bad-duration.yaml": [
+        f"bad-duration.yaml:5: endpoints[0].timeout_s: '1 minute' {NOT_A_DURATION}",
+        "bad-duration.yaml:9: probes[0].every: '0s' must be longer than zero",
+    ],
+    "every-and-cron.yaml": [
+        "every-and-cron.yaml:6: probes[0]: give `every` or `cron`, not both",
+    ],
+    "bad-cron.yaml": [
+        "bad-cron.yaml:8: probes[0].cron: invalid cron expression '0 6 * *': "
+        "expected 5 fields (minute hour day month weekday), got 4",
+        "bad-cron.yaml:11: probes[1].cron: invalid cron expression '61 6 * * *': "
+        "Error validating expression '61': the last value (61) is higher than the maximum "
+        "value (59)",
+    ],
+    "unknown-timezone.yaml": [
+        "unknown-timezone.yaml:9: probes[0].timezone: "
+        "unknown time zone 'Europe/Atlantis'; use an IANA name",
+    ],
+    "unknown-endpoint.yaml": [
+        "unknown-endpoint.yaml:9: probes[0].endpoint: "
+        "no endpoint named 'vllm-b' (known: llama-b, vllm-a)",
+    ],
+    "missing-golden-set.yaml": [
+        "missing-golden-set.yaml:7: probes[0].golden_set: no such file: golden/nope.yaml",
+    ],
+    "duplicate-endpoint.yaml": [
+        "duplicate-endpoint.yaml:5: endpoints[1].name: duplicate endpoint 'a'",
+    ],
+    "duplicate-key.yaml": [
+        "duplicate-key.yaml:5: endpoints[0].api: duplicate key",
+    ],
+    "invalid-yaml.yaml": [
+        "invalid-yaml.yaml:5: invalid YAML: expected ',' or '}', but got '<scalar>'",
+    ],
+    "unknown-tag.yaml": [
+        "unknown-tag.yaml:4: endpoints[0].base_url: "
+        "invalid YAML value: could not determine a constructor for the tag '!Sub'",
+        "unknown-tag.yaml:4: endpoints[0].base_url: must be a valid string",
+    ],
+    "not-a-mapping.yaml": [
+        "not-a-mapping.yaml:1: the config must be a mapping of keys",
+    ],
+    "no-endpoints.yaml": [
+        "no-endpoints.yaml:2: endpoints: no endpoints configured",
+    ],
+    # The included file's problems carry its own name and lines, even past its unknown key.
+    "bad-include.yaml": [
+        "bad-include.yaml:1: include[1]: no such file: included/missing.yaml",
+        "included/bad-endpoint.yaml:5: endpoints[0].retries: "
+        f"unknown key (allowed here: {KNOWN_KEYS['endpoint']})",
+        "included/bad-endpoint.yaml:7: probes[0].endpoint: no endpoint named 'c' (known: a)",
+        "included/bad-endpoint.yaml:9: storage: unknown key (allowed here: endpoints, probes)",
+    ],
+    # A golden set's problems are located in the golden set, all of them at once.
+    "bad-golden-set.yaml": [
+        f"golden/bad.yaml:7: prompts[0].checks[1]: unknown check 'contain'; known: {CHECKS}",
+        "golden/bad.yaml:8: prompts[0].checks[2]: max_e2e_s needs a positive number",
+        "golden/bad.yaml:11: prompts[1].messages[0].role: "
+        "must be 'system', 'user', 'assistant' or 'developer'",
+    ],
+    # One pass reports everything: the operator fixes the file once.
+    "many-errors.yaml": [
+        "many-errors.yaml:2: storage.responses: must be 'full', 'excerpt' or 'hash'",
+        f"many-errors.yaml:3: storage.colour: unknown key (allowed here: {KNOWN_KEYS['storage']})",
+        f"many-errors.yaml:8: endpoints[0].timeout_s: 'soon' {NOT_A_DURATION}",
+        f"many-errors.yaml:10: endpoints[1].api: unknown api 'grpc'; {APIS}",
+        "many-errors.yaml:11: endpoints[1].base_url: "
+        "base_url must start with http:// or https:// and name a host",
+        "many-errors.yaml:13: probes[0].endpoint: no endpoint named 'c' (known: none defined)",
+        "many-errors.yaml:18: probes[1].timezone: "
+        "unknown time zone 'Mars/Olympus'; use an IANA name",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_error_message(name: str) -> None:
+    assert problems(name) == CASES[name]
+
+
+def test_every_bad_fixture_has_a_test() -> None:
+    tested = set(CASES) | {"valid.yaml", "missing-env.yaml", "secret.yaml"}
+    assert {p.name for p in FIXTURES.glob("*.yaml")} == tested
+
+
+def test_missing_environment_variable() -> None:
+    assert problems("missing-env.yaml", env={}) == [
+        "missing-env.yaml:5: endpoints[0].headers.Authorization: "
+        "environment variable LLM_API_KEY is not set",
+    ]
+
+
+def test_secret_values_are_never_echoed() -> None:
+    secret = "s3cr3t-value"
+    with pytest.raises(InvalidFile) as caught:
+        load_config(FIXTURES / "secret.yaml", env={"SECRET_TOKEN": secret})
+    lines = [str(p).replace(f"{FIXTURES}/", "") for p in caught.value.problems]
+    assert lines == [
+        f"secret.yaml:4: endpoints[0].api: unknown api 'openai-***'; {APIS}",
+        f"secret.yaml:7: endpoints[0].timeout_s: '***' {NOT_A_DURATION}",
+        "secret.yaml:8: endpoints[0].max_body_bytes: "
+        "must be a valid integer, unable to parse string as an integer",
+    ]
+    assert secret not in str(caught.value)
+    assert all(secret not in p.message and secret not in p.key for p in caught.value.problems)
+
+
+def test_a_control_character_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text("endpoints:\n  - name: a\n    api: open\x07ai\n")
+    assert problems("config.yaml", where=tmp_path) == [
+        "config.yaml:3: invalid YAML: character #x0007: special characters are not allowed",
+    ]
+
+
+def test_a_bad_typed_scalar_is_a_problem_not_a_crash(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "endpoints:\n"
+        "  - name: a\n"
+        "    api: openai-chat\n"
+        "    base_url: http://127.0.0.1:8080\n"
+        "    concurrency: !!int four\n"
+    )
+    assert problems("config.yaml", where=tmp_path) == [
+        "config.yaml:5: endpoints[0].concurrency: "
+        "invalid YAML value: invalid literal for int() with base 10: 'four'",
+        "config.yaml:5: endpoints[0].concurrency: must be a valid integer",
+    ]
+
+
+def test_union_members_do_not_leak_into_the_key_path(tmp_path: Path) -> None:
+    (tmp_path / "set.yaml").write_text("name: s\nversion: [3]\nprompts:\n  - {id: a, prompt: hi}\n")
+    (tmp_path / "config.yaml").write_text(
+        "endpoints: [{name: a, api: openai-chat, base_url: 'http://127.0.0.1:8080'}]\n"
+        "probes: [{endpoint: a, golden_set: set.yaml}]\n"
+    )
+    assert problems("config.yaml", where=tmp_path) == [
+        "set.yaml:2: version: must be a valid integer",
+        "set.yaml:2: version: must be a valid string",
+    ]
+
+
+def test_valid_config_with_an_include() -> None:
+    config = load_config(FIXTURES / "valid.yaml", env=ENV)
+    assert list(config.endpoints) == ["vllm-a", "llama-b"]
+    vllm, llama = config.endpoints["vllm-a"], config.endpoints["llama-b"]
+    assert vllm.base_url == "http://127.0.0.1:8000"  # the trailing slash is dropped
+    assert vllm.headers == {"Authorization": "Bearer k3y-from-env"}
+    assert (vllm.timeout_s, vllm.max_body_bytes, vllm.concurrency) == (60.0, 1_000_000, 2)
+    assert (llama.api, llama.timeout_s, llama.headers) == ("openai-completions", 60.0, {})
+    assert config.secrets == {"k3y-from-env"}
+    assert config.storage.responses == "hash"
+    assert config.storage.report_every == 900.0
+    assert config.resolve(config.storage.path) == FIXTURES / "data" / "watchdog.db"
+    every, cron = config.probes
+    assert (every.every, every.jitter, every.interval_s, every.stream) == (90.0, 5.0, 90.0, True)
+    assert (cron.cron, cron.timezone, cron.stream) == ("0 6 * * 1-5", "Europe/Berlin", False)
+    assert sorted(config.golden_sets) == ["golden/valid.yaml", "golden_sets/default.yaml"]
+    assert len(config.golden_sets["golden_sets/default.yaml"].prompts) == 5
+
+
+def test_check_reports_every_problem_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    path = FIXTURES / "many-errors.yaml"
+    assert cli.main(["check", "--config", str(path)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = [line.replace(f"{FIXTURES}/", "") for line in err.splitlines()]
+    assert lines == [
+        *CASES["many-errors.yaml"],
+        "mlops-watchdog: many-errors.yaml: 7 problem(s); nothing was run",
+    ]
+
+
+def test_check_never_prints_a_secret(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SECRET_TOKEN", "s3cr3t-value")
+    assert cli.main(["check", "--config", str(FIXTURES / "secret.yaml")]) == 2
+    out, err = capsys.readouterr()
+    assert "unknown api 'openai-***'" in err
+    assert "s3cr3t-value" not in out + err
+
+
+def test_check_accepts_a_valid_config(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("LLM_API_KEY", "k")
+    path = FIXTURES / "valid.yaml"
+    assert cli.main(["check", "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{path}: OK: 2 endpoint(s), 2 probe(s), 2 golden set(s)\n"
+    assert err == ""
+
+
+def test_init_writes_a_config_that_check_accepts_untouched(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = tmp_path / "etc"
+    assert cli.main(["init", str(target)]) == 0
+    capsys.readouterr()
+    assert cli.main(["check", "--config", str(target / "config.yaml")]) == 0
+    out, err = capsys.readouterr()
+    assert out == f"{target / 'config.yaml'}: OK: 1 endpoint(s), 1 probe(s), 1 golden set(s)\n"
+    assert err == ""

@@ -1,0 +1,113 @@
+"""A probe run: identity, checks, storage shaping and redaction, with a MockTransport endpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import FakeClock
+from watchdog.config import load_config
+from watchdog.daemon import Daemon, summary
+from watchdog.runner import Runner, fingerprint, shape_response
+from watchdog.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def server(
+    answer: str, models: tuple[str, ...] = ("smol",), status: int = 200
+) -> httpx.MockTransport:
+    def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": m} for m in models]})
+        if request.url.path == "/props":
+            return httpx.Response(200, json={"build_info": "b1234", "model_path": "/m/smol.gguf"})
+        if status != 200:
+            body = f"denied for {request.headers.get('authorization')}".encode()
+            return httpx.Response(status, stream=httpx.ByteStream(body))
+        body = {
+            "model": models[0],
+            "choices": [{"message": {"content": answer}, "finish_reason": "stop"}],
+            "usage": {"completion_tokens": 3},
+        }
+        return httpx.Response(
+            200,
+            headers={"content-type": "application/json"},
+            stream=httpx.ByteStream(json.dumps(body).encode()),
+        )
+
+    return httpx.MockTransport(handle)
+
+
+def config(tmp_path: Path, responses: str = "excerpt") -> Path:
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"""
+storage: {{path: w.db, csv_dir: reports, responses: {responses}, excerpt_chars: 10}}
+endpoints:
+  - {{name: e, api: openai-chat, base_url: "http://llm.test", headers: {{Authorization: "Bearer ${{KEY}}"}}}}
+probes:
+  - {{endpoint: e, golden_set: "{ROOT}/golden_sets/default.yaml", stream: false}}
+"""
+    )
+    return path
+
+
+async def run_once(
+    tmp_path: Path, transport: httpx.MockTransport, responses: str = "excerpt"
+) -> list[dict[str, object]]:
+    cfg = load_config(config(tmp_path, responses), env={"KEY": "sekrit-token-123"})
+    async with httpx.AsyncClient(transport=transport) as client:
+        run = await Runner(cfg, client, FakeClock()).run(cfg.probes[0])
+    return [r.to_json() for r in run.results]
+
+
+async def test_paris_passes_and_the_model_is_taken_from_v1_models(tmp_path: Path) -> None:
+    results = await run_once(tmp_path, server("Paris is the capital of France."))
+    by_id = {r["prompt_id"]: r for r in results}
+    assert by_id["capital-france"]["ok"] is True
+    assert by_id["arithmetic"]["error_class"] == "check_failed"
+    assert by_id["arithmetic"]["model"] == "smol"
+    assert len({r["fingerprint"] for r in results}) == 1
+
+
+@pytest.mark.parametrize(
+    ("mode", "excerpt"),
+    [("full", "Paris is the capital."), ("excerpt", "Paris is t…"), ("hash", None)],
+)
+async def test_storage_modes_shape_what_is_kept(
+    tmp_path: Path, mode: str, excerpt: str | None
+) -> None:
+    (first, *_) = await run_once(tmp_path, server("Paris is the capital."), responses=mode)
+    assert first["response_excerpt"] == excerpt
+    assert first["response_sha256"] == shape_response("Paris is the capital.", "hash", 0)[1]
+
+
+async def test_a_secret_echoed_by_the_endpoint_is_redacted(tmp_path: Path) -> None:
+    results = await run_once(tmp_path, server("", status=401))
+    assert results[0]["error_class"] == "http_status"
+    assert results[0]["error_detail"] == "HTTP 401 Unauthorized: denied for Bearer ***"
+    assert "sekrit" not in json.dumps(results)
+
+
+def test_fingerprint_changes_with_what_answers() -> None:
+    base = fingerprint({"model_ids": ["a"]}, None, "g1")
+    assert base == fingerprint({"model_ids": ["a"]}, None, "g1")
+    assert base != fingerprint({"model_ids": ["b"]}, None, "g1")
+    assert base != fingerprint({"model_ids": ["a"]}, "fp_2", "g1")
+    assert base != fingerprint({"model_ids": ["a"]}, None, "g2")
+
+
+async def test_daemon_probe_once_stores_and_summarises(tmp_path: Path) -> None:
+    cfg = load_config(config(tmp_path), env={"KEY": "k"})
+    store = Store.open(tmp_path / "w.db")
+    async with httpx.AsyncClient(transport=server("Paris")) as client:
+        run = await Daemon(cfg, client, store, FakeClock()).probe_once(cfg.probes[0])
+    assert store.db["results"].count == 5
+    line = summary(cfg.probes[0], run)
+    assert line.startswith("e/default: 1/5 ok, e2e p50 0.000s; failed: ")
+    assert "arithmetic=check_failed" in line
+    store.close()

@@ -1,0 +1,100 @@
+"""Schedules are pure functions of `now`; the Scheduler never stacks runs and stops on time."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+
+import pytest
+
+from watchdog.scheduler import Scheduler, check_cron, cron_trigger, crontab_weekdays, next_run
+
+
+@pytest.mark.parametrize(
+    ("field", "names"),
+    [
+        ("1-5", "mon,tue,wed,thu,fri"),
+        ("0", "sun"),
+        ("7", "sun"),
+        ("*/2", "sun,tue,thu,sat"),
+        ("*", "*"),
+        ("mon-fri", "mon-fri"),
+        ("5-7", "fri,sat,sun"),
+        ("1-5/2", "mon,wed,fri"),
+    ],
+)
+def test_crontab_weekdays_count_sunday_as_zero(field: str, names: str) -> None:
+    assert crontab_weekdays(field) == names
+
+
+def test_cron_keeps_local_hour_across_dst() -> None:
+    six_berlin = cron_trigger("0 6 * * *", "Europe/Berlin")
+    # The night of 28/29 March 2026 moves Berlin from UTC+1 to UTC+2.
+    assert next_run(six_berlin, datetime(2026, 3, 28, 12, tzinfo=UTC)) == datetime(
+        2026, 3, 29, 4, tzinfo=UTC
+    )
+    assert next_run(six_berlin, datetime(2026, 3, 27, 12, tzinfo=UTC)) == datetime(
+        2026, 3, 28, 5, tzinfo=UTC
+    )
+    # And back on 25 October.
+    assert next_run(six_berlin, datetime(2026, 10, 25, 1, tzinfo=UTC)) == datetime(
+        2026, 10, 25, 5, tzinfo=UTC
+    )
+
+
+def test_weekday_cron_skips_the_weekend() -> None:
+    saturday = datetime(2026, 3, 28, 12, tzinfo=UTC)
+    assert next_run(cron_trigger("30 7 * * 1-5"), saturday) == datetime(
+        2026, 3, 30, 7, 30, tzinfo=UTC
+    )
+
+
+@pytest.mark.parametrize("bad", ["61 * * * *", "* * *", "* * * * 9", "x * * * *"])
+def test_check_cron_refuses_bad_lines(bad: str) -> None:
+    with pytest.raises(ValueError, match="invalid cron expression"):
+        check_cron(bad)
+
+
+async def test_stop_cancels_a_stuck_probe_and_never_overlaps() -> None:
+    scheduler = Scheduler()
+    started = asyncio.Event()
+    runs = 0
+    cancelled = False
+
+    async def stuck() -> None:
+        nonlocal runs, cancelled
+        runs += 1
+        started.set()
+        try:
+            await asyncio.Event().wait()  # an endpoint that never answers
+        except asyncio.CancelledError:
+            cancelled = True
+            raise
+
+    scheduler.every("stuck", stuck, 0.01, start=datetime.now(UTC))
+    scheduler.start()
+    await asyncio.wait_for(started.wait(), timeout=5)
+    assert scheduler.in_flight == 1
+    await scheduler.stop(grace=0.05)
+    assert cancelled and runs == 1 and scheduler.in_flight == 0
+
+
+async def test_stop_lets_a_finishing_probe_finish() -> None:
+    scheduler = Scheduler()
+    release = asyncio.Event()
+    started = asyncio.Event()
+    finished = False
+
+    async def slow() -> None:
+        nonlocal finished
+        started.set()
+        await release.wait()
+        finished = True
+
+    scheduler.every("slow", slow, 3600, start=datetime.now(UTC))
+    scheduler.start()
+    await asyncio.wait_for(started.wait(), timeout=5)
+    stopping = asyncio.create_task(scheduler.stop(grace=5))
+    release.set()
+    await stopping
+    assert finished

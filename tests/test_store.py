@@ -1,0 +1,98 @@
+"""SQLite storage: WAL, numbered migrations, one transaction per run, errors that name the file."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from watchdog.result import Answer, CheckOutcome, ProbeResult
+from watchdog.store import Store, StoreError
+from watchdog.store.migrations import MIGRATIONS
+
+
+def result(prompt_id: str = "p", ok: bool = True, fingerprint: str = "abc") -> ProbeResult:
+    answer = Answer(
+        text="Paris",
+        status_code=200,
+        ttft_s=0.1,
+        e2e_s=0.5,
+        itl_s=[0.01, 0.03],
+        output_tokens=5,
+        token_source="usage",
+        server_timings={"predicted_ms": 40.0},
+    )
+    return ProbeResult(
+        endpoint="e",
+        prompt_id=prompt_id,
+        golden_set="default",
+        golden_set_hash="h",
+        started_at=datetime(2026, 11, 23, 12, tzinfo=UTC),
+        stream=True,
+        answer=answer,
+        checks=[CheckOutcome("contains", ok, "ok" if ok else "missing")],
+        fingerprint=fingerprint,
+        response_excerpt="Paris",
+        response_sha256="00",
+    )
+
+
+def test_open_creates_schema_in_wal(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "sub" / "w.db")
+    assert store.schema_version == len(MIGRATIONS)
+    assert store.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    store.close()
+    again = Store.open(tmp_path / "sub" / "w.db")  # migrating twice is a no-op
+    assert again.schema_version == len(MIGRATIONS)
+    again.close()
+
+
+def test_record_run_stores_every_field(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "w.db")
+    store.record_run("run1", [result("a"), result("b", ok=False)], {"model_ids": ["m"]})
+    rows = {r["prompt_id"]: r for r in store.db["results"].rows}
+    assert rows["a"]["ok"] == 1 and rows["a"]["error_class"] is None
+    assert rows["b"]["ok"] == 0 and rows["b"]["error_class"] == "check_failed"
+    assert (
+        rows["a"]["itl_p50_s"] == pytest.approx(0.02)
+        and rows["a"]["started_at"] == "2026-11-23T12:00:00Z"
+    )
+    assert json.loads(rows["b"]["checks"]) == [
+        {"name": "contains", "ok": False, "detail": "missing"}
+    ]
+    assert json.loads(rows["a"]["server_timings"]) == {"predicted_ms": 40.0}
+    (fp,) = store.db["fingerprints"].rows
+    assert fp["fingerprint"] == "abc" and json.loads(fp["components"]) == {"model_ids": ["m"]}
+    frame = store.results_since(0)
+    assert list(frame["prompt_id"]) == ["a", "b"]
+    store.close()
+
+
+def test_a_failed_run_writes_nothing(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "w.db")
+    store.db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON results WHEN NEW.prompt_id = 'bad' "
+        "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+    )
+    with pytest.raises(StoreError, match=r"w\.db: cannot write results: disk says no"):
+        store.record_run("run1", [result("good"), result("bad")], {})
+    assert store.db["results"].count == 0 and store.db["fingerprints"].count == 0
+    store.close()
+
+
+def test_newer_schema_is_refused_with_advice(tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "w.db")
+    conn.execute("PRAGMA user_version = 999")
+    conn.close()
+    with pytest.raises(StoreError, match=r"schema version 999 is newer .* upgrade mlops-watchdog"):
+        Store.open(tmp_path / "w.db")
+
+
+def test_unwritable_location_names_the_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(StoreError, match=str(blocker / "w.db")):
+        Store.open(blocker / "w.db")

@@ -1,0 +1,282 @@
+"""The `mlops-watchdog` command: run, once, check, report, init."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import shutil
+import signal
+import sys
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+from types import ModuleType
+
+import httpx
+
+import watchdog
+from watchdog.clock import SystemClock
+from watchdog.config import Config, adhoc_config, config_path, load_config
+from watchdog.durations import parse_duration
+from watchdog.report import health, write_csv
+from watchdog.runner import Run, Runner
+from watchdog.store import Store, StoreError
+from watchdog.yamlfile import InvalidFile
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DATA = Path(__file__).parent / "data"
+# Module names of the unrelated PyPI `watchdog` package; finding one means both are installed.
+FOREIGN_MODULES = ("events", "observers", "tricks", "utils", "version", "watchmedo")
+
+log = logging.getLogger("mlops_watchdog")
+
+
+class Exit(Exception):
+    """Stop with a one-line message for a person, never a traceback."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
+
+
+def ensure_ours(package: ModuleType = watchdog) -> None:
+    """Refuse to run when `watchdog` is PyPI's filesystem-events package, or mixed with it."""
+    folder = Path(package.__file__ or "").parent
+    foreign = [m for m in FOREIGN_MODULES if (folder / m).exists() or (folder / f"{m}.py").exists()]
+    if getattr(package, "DISTRIBUTION", None) != "mlops-watchdog" or foreign:
+        raise Exit(
+            f"the `watchdog` package in {folder} is not mlops-watchdog's (PyPI's filesystem "
+            "`watchdog` shares the name); install mlops-watchdog in its own venv, e.g. with pipx"
+        )
+
+
+def http_client() -> httpx.AsyncClient:
+    # Timeouts are set per request from each endpoint's `timeout_s`.
+    return httpx.AsyncClient(
+        follow_redirects=False,
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+    )
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = config_path(args.config)
+    try:
+        return load_config(path)
+    except InvalidFile as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise Exit(f"{path}: {len(exc.problems)} problem(s); nothing was run") from None
+
+
+def _open_store(config: Config) -> Store:
+    try:
+        return Store.open(config.resolve(config.storage.path))
+    except StoreError as exc:
+        raise Exit(f"{exc} (storage.path in {config.path})") from None
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    config = _load(args)
+    print(
+        f"{config.path}: OK: {len(config.endpoints)} endpoint(s), {len(config.probes)} probe(s), "
+        f"{len(config.golden_sets)} golden set(s)"
+    )
+    return EXIT_OK
+
+
+def _adhoc(args: argparse.Namespace) -> Config:
+    headers = {}
+    if args.api_key_env:
+        key = os.environ.get(args.api_key_env)
+        if not key:
+            raise Exit(f"--api-key-env: environment variable {args.api_key_env} is not set")
+        headers["Authorization"] = f"Bearer {key}"
+    try:
+        return adhoc_config(args.url, args.api, args.model, args.golden_set, headers)
+    except InvalidFile as exc:
+        raise Exit("; ".join(f"{p.file}: {p.message}" for p in exc.problems)) from None
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    from watchdog import table
+
+    config = _adhoc(args) if args.url else _load(args)
+    store = None if args.no_store or args.url else _open_store(config)
+
+    async def go() -> list[Run]:
+        async with http_client() as client:
+            runner = Runner(config, client, SystemClock())
+            return await asyncio.gather(*(runner.run(p) for p in config.probes))
+
+    runs = asyncio.run(go())
+    results = [r for run in runs for r in run.results]
+    if store is not None:
+        try:
+            for run in runs:
+                store.record_run(run.run_id, run.results, run.identity)
+        except StoreError as exc:
+            print(f"warning: {exc}", file=sys.stderr)
+        finally:
+            store.close()
+    if args.json:
+        for r in results:
+            print(json.dumps(r.to_json()))
+    else:
+        print(table.render(results, width=shutil.get_terminal_size((160, 24)).columns))
+    return EXIT_OK if results and all(r.ok for r in results) else EXIT_FAILED
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    config = _load(args)
+    try:
+        window = parse_duration(args.since)
+    except ValueError as exc:
+        raise Exit(f"--since: {exc}") from None
+    store = _open_store(config)
+    try:
+        since = (SystemClock().now() - timedelta(seconds=window)).timestamp()
+        frame = health(store.results_since(since))
+    finally:
+        store.close()
+    if args.out == "-":
+        write_csv(frame, Path("/dev/stdout"))
+        return EXIT_OK
+    out = Path(args.out) if args.out else config.resolve(config.storage.csv_dir) / "health.csv"
+    try:
+        write_csv(frame, out)
+    except OSError as exc:
+        raise Exit(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+    print(f"{out}: {len(frame)} row(s) since {args.since} ago")
+    return EXIT_OK
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    target = Path(args.dir)
+    config = target / "config.yaml"
+    if config.exists() and not args.force:
+        raise Exit(f"{config} exists; pass --force to overwrite the starter files")
+    (target / "golden_sets").mkdir(parents=True, exist_ok=True)
+    (target / "probes").mkdir(exist_ok=True)
+    shutil.copy(DATA / "golden_sets" / "default.yaml", target / "golden_sets" / "default.yaml")
+    shutil.copy(DATA / "probes" / "llama-cpp.yaml", target / "probes" / "llama-cpp.yaml")
+    config.write_text(STARTER_CONFIG, encoding="utf-8")
+    print(
+        f"wrote {config}; edit probes/llama-cpp.yaml, then: mlops-watchdog check --config {config}"
+    )
+    return EXIT_OK
+
+
+STARTER_CONFIG = """\
+# mlops-watchdog starter config. `mlops-watchdog check --config THIS_FILE` validates it.
+storage:
+  path: data/watchdog.db          # relative paths are relative to this file
+  csv_dir: reports                # the health report CSV is refreshed here
+  responses: excerpt              # full | excerpt | hash (hash keeps no model text)
+listen: 127.0.0.1:9464
+include: [probes/*.yaml]          # one file per endpoint; copy the examples
+"""
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from watchdog.daemon import Daemon
+
+    config = _load(args)
+    store = _open_store(config)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        async with http_client() as client:
+            await Daemon(config, client, store, SystemClock()).serve(stop)
+
+    try:
+        asyncio.run(main())
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlops-watchdog",
+        description="Watch self-hosted LLM endpoints with golden prompts.",
+    )
+    p.add_argument("--version", action="version", version=f"mlops-watchdog {watchdog.__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $MLOPS_WATCHDOG_CONFIG, then /etc/mlops-watchdog/config.yaml)",
+    )
+    common.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM")
+    s.set_defaults(func=cmd_run)
+    s = sub.add_parser("once", parents=[common], help="run every probe once and print the results")
+    s.add_argument("--json", action="store_true", help="print JSON Lines, one object per result")
+    s.add_argument("--no-store", action="store_true", help="do not write results to the database")
+    s.add_argument("--url", help="probe this base URL instead of the config (nothing is stored)")
+    s.add_argument(
+        "--api", default="openai-chat", help="with --url: the endpoint's API (default openai-chat)"
+    )
+    s.add_argument(
+        "--model", help="with --url: the model name to send (default: the first of /v1/models)"
+    )
+    s.add_argument(
+        "--golden-set",
+        default="default",
+        help="with --url: a golden set file or a shipped set's name",
+    )
+    s.add_argument(
+        "--api-key-env",
+        metavar="VAR",
+        help="with --url: send 'Bearer $VAR' (the key never goes on the command line)",
+    )
+    s.set_defaults(func=cmd_once)
+    s = sub.add_parser("check", parents=[common], help="validate the config and golden sets")
+    s.set_defaults(func=cmd_check)
+    s = sub.add_parser("report", parents=[common], help="write the CSV health report")
+    s.add_argument("--since", default="24h", help="window, e.g. 24h or 7d (default 24h)")
+    s.add_argument(
+        "--out",
+        metavar="FILE",
+        help="output file, or - for stdout (default: storage.csv_dir/health.csv)",
+    )
+    s.set_defaults(func=cmd_report)
+    s = sub.add_parser("init", parents=[common], help="write a starter config tree into DIR")
+    s.add_argument("dir", metavar="DIR")
+    s.add_argument("--force", action="store_true", help="overwrite existing starter files")
+    s.set_defaults(func=cmd_init)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    logging.basicConfig(
+        level=getattr(logging, args.log_level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # httpx logs every request URL at INFO; URLs can carry tokens, and the volume helps no one.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        ensure_ours()
+        return int(args.func(args))
+    except Exit as exc:
+        print(f"mlops-watchdog: {exc}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

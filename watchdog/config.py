@@ -1,0 +1,260 @@
+"""The config file: parsed once, strictly, with every problem reported as FILE:LINE: key: msg."""
+
+from __future__ import annotations
+
+import glob
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from watchdog.durations import parse_duration
+from watchdog.golden import GoldenSet, load_golden_set
+from watchdog.validate import Strict, parse
+from watchdog.yamlfile import Document, InvalidFile, Problem, load
+
+DEFAULT_PATH = Path("/etc/mlops-watchdog/config.yaml")
+SHIPPED_GOLDEN_SETS = Path(__file__).parent / "data" / "golden_sets"
+APIS = ("openai-chat", "openai-completions")
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+class Storage(Strict):
+    path: str = "/var/lib/mlops-watchdog/watchdog.db"
+    csv_dir: str = "/var/lib/mlops-watchdog/reports"
+    responses: Literal["full", "excerpt", "hash"] = "excerpt"
+    excerpt_chars: int = Field(200, ge=0, le=10000)
+    report_every: Seconds = 900.0
+
+
+class Endpoint(Strict):
+    name: str = Field(pattern=NAME)
+    api: str
+    base_url: str
+    model: str | None = None
+    headers: dict[str, str] = {}
+    timeout_s: Seconds = 60.0
+    max_body_bytes: int = Field(4_000_000, gt=0)
+    concurrency: int = Field(1, ge=1, le=64)
+
+    @field_validator("api")
+    @classmethod
+    def _known_api(cls, value: str) -> str:
+        if value not in APIS:
+            raise ValueError(f"unknown api {value!r}; supported: {', '.join(APIS)}")
+        return value
+
+    @field_validator("base_url")
+    @classmethod
+    def _url(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("base_url must start with http:// or https:// and name a host")
+        return value.rstrip("/")
+
+
+class Probe(Strict):
+    endpoint: str
+    golden_set: str
+    every: Seconds | None = None
+    cron: str | None = None
+    timezone: str = "UTC"
+    jitter: Seconds | None = None
+    misfire_grace: Seconds = 30.0
+    stream: bool = True
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        from watchdog.scheduler import check_cron
+
+        if value is not None:
+            check_cron(value)
+        return value
+
+    @model_validator(mode="after")
+    def _one_schedule(self) -> Probe:
+        if self.every is not None and self.cron is not None:
+            raise ValueError("give `every` or `cron`, not both")
+        return self
+
+    @property
+    def interval_s(self) -> float:
+        return self.every if self.every is not None else 60.0
+
+
+class TopLevel(Strict):
+    storage: Storage = Storage()
+    listen: str = "127.0.0.1:9464"
+    include: list[str] = []
+    endpoints: list[Any] = []
+    probes: list[Any] = []
+
+
+class Included(Strict):
+    endpoints: list[Any] = []
+    probes: list[Any] = []
+
+
+@dataclass
+class Config:
+    path: Path
+    storage: Storage
+    listen: str
+    endpoints: dict[str, Endpoint]
+    probes: list[Probe]
+    golden_sets: dict[str, GoldenSet]  # by the probe's `golden_set` value
+    secrets: set[str] = field(default_factory=set, repr=False)
+
+    def resolve(self, relative: str) -> Path:
+        """A path written in the config, relative to the config file's folder."""
+        return (self.path.parent / os.path.expanduser(relative)).resolve()
+
+
+def config_path(given: str | None, env: dict[str, str] | None = None) -> Path:
+    env = dict(os.environ) if env is None else env
+    return Path(given or env.get("MLOPS_WATCHDOG_CONFIG") or DEFAULT_PATH)
+
+
+def find_golden_set(base: Path, value: str) -> Path:
+    """`value` relative to the config's folder; else a set shipped with the package."""
+    here = (base / value).resolve()
+    if here.exists():
+        return here
+    shipped = SHIPPED_GOLDEN_SETS / Path(value).name
+    for candidate in (shipped, shipped.with_suffix(".yaml")):
+        if candidate.is_file():
+            return candidate
+    return here
+
+
+def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
+    """Parse the config and everything it includes; raises InvalidFile with every problem."""
+    main = load(path, env)
+    docs = [main]
+    raw = main.data if isinstance(main.data, dict) else {}
+    if not isinstance(main.data, dict):
+        main.problems.append(main.problem((), "the config must be a mapping of keys"))
+    top = parse(main, TopLevel, raw)
+
+    def listed(name: str) -> list[Any]:
+        # Keep validating the other sections when one top-level key is wrong.
+        value = getattr(top, name) if top else raw.get(name)
+        return value if isinstance(value, list) else []
+
+    items: list[tuple[Document, str, int, Any]] = []
+    for name in ("endpoints", "probes"):
+        items.extend((main, name, i, item) for i, item in enumerate(listed(name)))
+    for n, pattern in enumerate(listed("include")):
+        if not isinstance(pattern, str):
+            continue
+        matches = sorted(glob.glob(str(path.parent / pattern)))
+        if not matches and not glob.has_magic(pattern):
+            main.problems.append(main.problem(("include", n), f"no such file: {pattern}"))
+        for match in matches:
+            try:
+                doc = load(Path(match), env)
+            except InvalidFile as exc:
+                main.problems.extend(exc.problems)
+                continue
+            docs.append(doc)
+            inc = parse(doc, Included, doc.data)
+            inc_raw = doc.data if isinstance(doc.data, dict) else {}
+            for name in ("endpoints", "probes"):
+                # As in the main file: an unknown key must not hide the endpoints' problems.
+                value = getattr(inc, name) if inc else inc_raw.get(name)
+                value = value if isinstance(value, list) else []
+                items.extend((doc, name, i, item) for i, item in enumerate(value))
+
+    endpoints: dict[str, Endpoint] = {}
+    probes: list[Probe] = []
+    for doc, section, i, raw in items:
+        if section == "endpoints":
+            ep = parse(doc, Endpoint, raw, (section, i))
+            if ep and ep.name in endpoints:
+                doc.problems.append(
+                    doc.problem((section, i, "name"), f"duplicate endpoint {ep.name!r}")
+                )
+            elif ep:
+                endpoints[ep.name] = ep
+    golden_sets: dict[str, GoldenSet] = {}
+    problems: list[Problem] = []
+    for doc, section, i, raw in items:
+        if section != "probes":
+            continue
+        pr = parse(doc, Probe, raw, (section, i))
+        if pr is None:
+            continue
+        if pr.endpoint not in endpoints:
+            known = ", ".join(sorted(endpoints)) or "none defined"
+            doc.problems.append(
+                doc.problem(
+                    (section, i, "endpoint"), f"no endpoint named {pr.endpoint!r} (known: {known})"
+                )
+            )
+        if pr.golden_set not in golden_sets:
+            gs_path = find_golden_set(path.parent, pr.golden_set)
+            if not gs_path.exists():
+                doc.problems.append(
+                    doc.problem((section, i, "golden_set"), f"no such file: {pr.golden_set}")
+                )
+                continue
+            try:
+                golden_sets[pr.golden_set] = load_golden_set(gs_path)
+            except InvalidFile as exc:
+                problems.extend(exc.problems)
+                continue
+        probes.append(pr)
+    if not endpoints and not main.problems:
+        main.problems.append(main.problem(("endpoints",), "no endpoints configured"))
+    for doc in docs:
+        problems.extend(doc.problems)
+    if problems:
+        raise InvalidFile(_dedupe(problems))
+    assert top is not None
+    secrets = set().union(*(d.secrets for d in docs))
+    return Config(path, top.storage, top.listen, endpoints, probes, golden_sets, secrets)
+
+
+def _dedupe(problems: list[Problem]) -> list[Problem]:
+    return list(dict.fromkeys(problems))
+
+
+def adhoc_config(
+    url: str, api: str, model: str | None, golden_set: str, headers: dict[str, str]
+) -> Config:
+    """A one-endpoint config from the command line, for `once --url`; nothing is stored."""
+    path = Path.cwd() / "(command line)"
+    doc = Document("--url", {})
+    host = re.sub(r"[^A-Za-z0-9_.-]+", "-", url.split("://")[-1].split("/")[0]).strip("-.")
+    fields = {"name": host[:64] or "adhoc", "api": api, "base_url": url, "model": model}
+    endpoint = parse(doc, Endpoint, {**fields, "headers": headers})
+    golden_path = find_golden_set(Path.cwd(), golden_set)
+    if not golden_path.exists():
+        doc.problems.append(Problem("--golden-set", 0, "", f"no such file: {golden_set}"))
+    if doc.problems or endpoint is None:
+        raise InvalidFile(doc.problems)
+    probe = Probe(endpoint=endpoint.name, golden_set=golden_set)
+    return Config(
+        path=path,
+        storage=Storage(),
+        listen="",
+        endpoints={endpoint.name: endpoint},
+        probes=[probe],
+        golden_sets={golden_set: load_golden_set(golden_path)},
+        secrets={v for v in headers.values() if v},
+    )

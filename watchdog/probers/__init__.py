@@ -1,0 +1,22 @@
+"""One module per endpoint API, all with the same async signature, registered here."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from watchdog.clock import Clock
+from watchdog.config import Endpoint
+from watchdog.golden import Prompt
+from watchdog.probers import openai_chat, openai_completions
+from watchdog.result import Answer
+
+ProbeFn = Callable[
+    [httpx.AsyncClient, Endpoint, str | None, Prompt, bool, Clock], Awaitable[Answer]
+]
+
+PROBERS: dict[str, ProbeFn] = {
+    "openai-chat": openai_chat.probe,
+    "openai-completions": openai_completions.probe,
+}

@@ -1,0 +1,181 @@
+"""One HTTP exchange under a total deadline and a body cap, with every failure given its class."""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from watchdog.result import ErrorClass
+
+# We decompress ourselves so that the cap applies to decompressed bytes without ever holding
+# more than one bounded chunk: httpx would inflate a whole network read at once (gzip bomb).
+ACCEPT_ENCODING = "gzip, deflate"
+
+
+class Failure(Exception):
+    """The endpoint misbehaved: a recorded result, not a bug."""
+
+    def __init__(self, error_class: ErrorClass, detail: str, status_code: int | None = None):
+        super().__init__(detail)
+        self.error_class: ErrorClass = error_class
+        self.detail = detail
+        self.status_code = status_code
+
+
+@dataclass
+class Event:
+    """One server-sent event and when its last byte arrived (monotonic seconds)."""
+
+    data: str
+    at: float
+    event: str = "message"
+
+
+def classify(exc: BaseException, *, got_headers: bool, streaming: bool) -> Failure:
+    """Map a transport exception to exactly one error class."""
+    if isinstance(exc, Failure):
+        return exc
+    if isinstance(exc, TimeoutError | httpx.TimeoutException):
+        kind = type(exc).__name__
+        return Failure(
+            "timeout",
+            f"deadline exceeded ({kind})" if kind != "TimeoutError" else "total deadline exceeded",
+        )
+    chain = _chain(exc)
+    for cause in chain:
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            return Failure("tls", f"TLS failed: {_reason(cause)}")
+        if isinstance(cause, socket.gaierror):
+            return Failure("dns", f"host name does not resolve: {_reason(cause)}")
+    if not got_headers:
+        return Failure("connect", f"connection failed before a response: {_reason(exc)}")
+    if streaming:
+        return Failure("stream_truncated", f"connection broke mid-stream: {_reason(exc)}")
+    return Failure("bad_response", f"connection broke while reading the body: {_reason(exc)}")
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    return seen
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return str(exc.reason)
+    # httpx's ReadError has no text; the reset ("Connection reset by peer") is further down.
+    text = next((str(e) for e in _chain(exc) if str(e)), type(exc).__name__)
+    return text if len(text) < 200 else text[:199] + "…"
+
+
+def status_failure(response: httpx.Response, body: bytes) -> Failure:
+    code = response.status_code
+    snippet = body[:200].decode("utf-8", "replace").strip()
+    detail = f"HTTP {code} {response.reason_phrase}" + (f": {snippet}" if snippet else "")
+    if code == 429:
+        retry = response.headers.get("retry-after")
+        return Failure("rate_limited", detail + (f" (Retry-After {retry})" if retry else ""), code)
+    return Failure("http_status", detail, code)
+
+
+async def body_chunks(response: httpx.Response, cap: int) -> AsyncIterator[bytes]:
+    """The decompressed body in chunks; raises too_large once more than `cap` bytes arrive."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > cap:
+        raise Failure(
+            "too_large",
+            f"body of {declared} bytes is over the {cap}-byte cap",
+            response.status_code,
+        )
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    inflate: Any = None
+    if encoding in ("gzip", "x-gzip"):
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif encoding == "deflate":
+        inflate = zlib.decompressobj()
+    elif encoding not in ("identity", ""):
+        raise Failure(
+            "bad_response", f"unsupported Content-Encoding {encoding!r}", response.status_code
+        )
+    total = 0
+    async for raw in response.aiter_raw():
+        pending = raw
+        while pending:
+            if inflate is None:
+                chunk, pending = pending, b""
+            else:
+                try:
+                    chunk = inflate.decompress(pending, cap - total + 1)
+                except zlib.error as exc:
+                    raise Failure(
+                        "bad_response", f"corrupt {encoding} body: {exc}", response.status_code
+                    ) from None
+                pending = inflate.unconsumed_tail
+            total += len(chunk)
+            if total > cap:
+                raise Failure(
+                    "too_large",
+                    f"body is over the {cap}-byte cap"
+                    + (f" (after {encoding} decompression)" if inflate else ""),
+                    response.status_code,
+                )
+            if chunk:
+                yield chunk
+    if inflate is not None and not inflate.eof:
+        raise Failure("bad_response", f"{encoding} body ended before its end", response.status_code)
+
+
+def decode(data: bytes, what: str, status: int | None) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise Failure(
+            "bad_response", f"{what} is not valid UTF-8 (byte {exc.start})", status
+        ) from None
+
+
+def parse_json(text: str, what: str, status: int | None) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise Failure(
+            "bad_response", f"{what} is not JSON: {exc}; starts {text[:80]!r}", status
+        ) from None
+
+
+async def sse_events(
+    response: httpx.Response, cap: int, monotonic: Callable[[], float]
+) -> AsyncIterator[Event]:
+    """Server-sent events as they arrive, each stamped with its arrival time."""
+    buffer = b""
+    data: list[str] = []
+    event = "message"
+    async for chunk in body_chunks(response, cap):
+        at = monotonic()
+        buffer += chunk
+        *lines, buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n").split(b"\n")
+        for raw in lines:
+            line = decode(raw, "the event stream", response.status_code)
+            if not line:
+                if data:
+                    yield Event("\n".join(data), at, event)
+                data, event = [], "message"
+                continue
+            name, _, value = line.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+    if data:  # a final event without its blank line still counts as received
+        yield Event("\n".join(data), monotonic(), event)

@@ -1,0 +1,39 @@
+"""`openai-chat`: POST /v1/chat/completions (vLLM, llama.cpp, SGLang, LM Studio, OpenAI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from watchdog.clock import Clock
+from watchdog.config import Endpoint
+from watchdog.golden import Prompt
+from watchdog.probers.openai_common import Piece, exchange
+from watchdog.result import Answer
+
+
+def piece_of(choice: dict[str, Any], delta: bool) -> Piece:
+    message = choice["delta" if delta else "message"] or {}
+    content = message.get("content") or ""
+    reasoning = message.get("reasoning_content") or message.get("reasoning") or ""
+    tools = message.get("tool_calls") or []
+    return Piece(str(content), str(reasoning), len(tools), choice.get("finish_reason"))
+
+
+async def probe(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    model: str | None,
+    prompt: Prompt,
+    stream: bool,
+    clock: Clock,
+) -> Answer:
+    payload: dict[str, Any] = {"messages": prompt.messages, **prompt.sampling, "stream": stream}
+    if model:
+        payload["model"] = model
+    if stream:
+        payload["stream_options"] = {"include_usage": True}
+    return await exchange(
+        client, endpoint, "/v1/chat/completions", payload, stream, clock, piece_of
+    )

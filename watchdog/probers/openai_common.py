@@ -1,0 +1,224 @@
+"""The OpenAI wire format shared by chat and completions: SSE or JSON in, a timed Answer out."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from watchdog import __version__
+from watchdog.clock import Clock
+from watchdog.config import Endpoint
+from watchdog.probers.exchange import (
+    ACCEPT_ENCODING,
+    Failure,
+    body_chunks,
+    classify,
+    decode,
+    parse_json,
+    sse_events,
+    status_failure,
+)
+from watchdog.result import Answer
+
+TRANSPORT_ERRORS = (httpx.HTTPError, OSError, TimeoutError, Failure)
+ERROR_BODY_BYTES = 4096
+
+
+@dataclass(frozen=True)
+class Piece:
+    """What one choice (or delta) carried."""
+
+    content: str = ""
+    reasoning: str = ""
+    tool_calls: int = 0
+    finish_reason: str | None = None
+
+
+def headers(endpoint: Endpoint, stream: bool) -> dict[str, str]:
+    out = {
+        "User-Agent": f"mlops-watchdog/{__version__}",
+        "Accept-Encoding": ACCEPT_ENCODING,
+        "Accept": "text/event-stream" if stream else "application/json",
+    }
+    out.update(endpoint.headers)
+    return out
+
+
+async def exchange(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    path: str,
+    payload: dict[str, Any],
+    stream: bool,
+    clock: Clock,
+    piece_of: Callable[[dict[str, Any], bool], Piece],
+) -> Answer:
+    """POST `payload` and time the answer; never raises for what the endpoint does."""
+    answer = Answer()
+    t0 = clock.monotonic()
+    got_headers = False
+    try:
+        async with (
+            asyncio.timeout(endpoint.timeout_s),
+            client.stream(
+                "POST",
+                endpoint.base_url + path,
+                json=payload,
+                headers=headers(endpoint, stream),
+                timeout=endpoint.timeout_s,
+            ) as response,
+        ):
+            got_headers = True
+            answer.ttfb_s = clock.monotonic() - t0
+            answer.status_code = response.status_code
+            if response.status_code >= 400:
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) >= ERROR_BODY_BYTES:
+                        break
+                raise status_failure(response, body)
+            kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if stream and kind == "text/event-stream":
+                await _read_stream(response, endpoint, answer, t0, clock, piece_of)
+            else:
+                await _read_json(response, endpoint, answer, t0, clock, piece_of, kind)
+    except TRANSPORT_ERRORS as exc:
+        failure = classify(exc, got_headers=got_headers, streaming=stream)
+        answer.error_class, answer.error_detail = failure.error_class, failure.detail
+        answer.status_code = failure.status_code or answer.status_code
+        answer.e2e_s = clock.monotonic() - t0
+        return answer
+    if not answer.text.strip() and not answer.reasoning and not answer.tool_calls:
+        answer.error_class = "empty_output"
+        answer.error_detail = f"no content (finish_reason={answer.finish_reason})"
+    _count_tokens(answer, streamed_chunks=len(answer.itl_s) + 1 if answer.ttft_s is not None else 0)
+    return answer
+
+
+def _absorb(obj: Any, answer: Answer, status: int | None, where: str) -> list[dict[str, Any]]:
+    """Record model, usage and timings from a response object; return its choices."""
+    if not isinstance(obj, dict):
+        raise Failure("bad_response", f"{where} is not a JSON object", status)
+    if obj.get("error") is not None:
+        raise _error_object(obj["error"], status, where)
+    answer.model = obj.get("model") if isinstance(obj.get("model"), str) else answer.model
+    fp = obj.get("system_fingerprint")
+    answer.system_fingerprint = fp if isinstance(fp, str) else answer.system_fingerprint
+    usage = obj.get("usage")
+    if isinstance(usage, dict) and isinstance(usage.get("completion_tokens"), int):
+        answer.output_tokens, answer.token_source = usage["completion_tokens"], "usage"
+    timings = obj.get("timings")
+    if isinstance(timings, dict):
+        answer.server_timings = {
+            k: float(v) for k, v in timings.items() if isinstance(v, int | float)
+        }
+    choices = obj.get("choices")
+    if choices is None and (usage or timings):
+        return []
+    if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+        raise Failure("bad_response", f"{where} has no `choices` list", status)
+    return choices
+
+
+def _error_object(error: Any, status: int | None, where: str) -> Failure:
+    message = error.get("message") if isinstance(error, dict) else error
+    code = error.get("code") if isinstance(error, dict) else None
+    detail = f"server sent an error in {where}: {str(message)[:200]}"
+    if code == 429:
+        return Failure("rate_limited", detail, status)
+    if isinstance(code, int) and code >= 400:
+        return Failure("http_status", detail + f" (code {code})", status)
+    return Failure("bad_response", detail, status)
+
+
+def _piece(
+    piece_of: Callable[[dict[str, Any], bool], Piece],
+    choice: dict[str, Any],
+    delta: bool,
+    status: int | None,
+) -> Piece:
+    try:
+        return piece_of(choice, delta)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise Failure(
+            "bad_response", f"a choice is not in the API's shape ({exc!r})", status
+        ) from None
+
+
+async def _read_stream(
+    response: httpx.Response,
+    endpoint: Endpoint,
+    answer: Answer,
+    t0: float,
+    clock: Clock,
+    piece_of: Callable[[dict[str, Any], bool], Piece],
+) -> None:
+    status = response.status_code
+    last_content: float | None = None
+    done = False
+    async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
+        if event.data.strip() == "[DONE]":
+            answer.e2e_s = event.at - t0
+            done = True
+            break
+        obj = parse_json(event.data, "a stream event", status)
+        for choice in _absorb(obj, answer, status, "the stream")[:1]:
+            piece = _piece(piece_of, choice, True, status)
+            answer.finish_reason = piece.finish_reason or answer.finish_reason
+            answer.tool_calls += piece.tool_calls
+            if piece.reasoning:
+                answer.reasoning += piece.reasoning
+                if answer.ttft_reasoning_s is None:
+                    answer.ttft_reasoning_s = event.at - t0
+            if piece.content:
+                answer.text += piece.content
+                if last_content is None:
+                    answer.ttft_s = event.at - t0
+                else:
+                    answer.itl_s.append(event.at - last_content)
+                last_content = event.at
+    if not done or answer.finish_reason is None:
+        missing = "[DONE]" if not done else "a finish_reason"
+        raise Failure("stream_truncated", f"stream ended without {missing}", status)
+
+
+async def _read_json(
+    response: httpx.Response,
+    endpoint: Endpoint,
+    answer: Answer,
+    t0: float,
+    clock: Clock,
+    piece_of: Callable[[dict[str, Any], bool], Piece],
+    kind: str,
+) -> None:
+    status = response.status_code
+    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
+    answer.e2e_s = clock.monotonic() - t0
+    text = decode(body, "the body", status)
+    if kind and "json" not in kind:
+        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
+    obj = parse_json(text, "the body", status)
+    choices = _absorb(obj, answer, status, "the body")
+    if not choices:
+        raise Failure("bad_response", "the body has no choices", status)
+    piece = _piece(piece_of, choices[0], False, status)
+    answer.text, answer.reasoning = piece.content, piece.reasoning
+    answer.tool_calls, answer.finish_reason = piece.tool_calls, piece.finish_reason
+
+
+def _count_tokens(answer: Answer, streamed_chunks: int) -> None:
+    if answer.token_source is not None:
+        return
+    timings = answer.server_timings or {}
+    if timings.get("predicted_n"):
+        answer.output_tokens, answer.token_source = int(timings["predicted_n"]), "server_timings"
+    elif answer.text:
+        # One streamed chunk is usually one token; otherwise about four characters a token.
+        estimate = streamed_chunks or math.ceil(len(answer.text) / 4)
+        answer.output_tokens, answer.token_source = estimate, "estimate"

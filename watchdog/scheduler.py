@@ -1,0 +1,190 @@
+"""APScheduler 3.x behind a small surface: one job per probe, no overlap, missed runs counted.
+
+This is the only module that imports apscheduler.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
+
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobEvent,
+)
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
+
+log = logging.getLogger("mlops_watchdog.scheduler")
+
+
+def check_cron(expression: str) -> None:
+    """Raise ValueError for a crontab line APScheduler would refuse."""
+    try:
+        cron_trigger(expression)
+    except ValueError as exc:
+        raise ValueError(f"invalid cron expression {expression!r}: {exc}") from None
+
+
+def interval_trigger(seconds: float, jitter: float | None = None) -> IntervalTrigger:
+    return IntervalTrigger(seconds=seconds, jitter=jitter, timezone=UTC)
+
+
+def cron_trigger(
+    expression: str, timezone: str = "UTC", jitter: float | None = None
+) -> CronTrigger:
+    """A standard crontab line. Times resolve in `timezone`, so DST keeps the local hour."""
+    fields = expression.split()
+    if len(fields) != 5:
+        raise ValueError(f"expected 5 fields (minute hour day month weekday), got {len(fields)}")
+    minute, hour, day, month, weekday = fields
+    return CronTrigger(
+        minute=minute,
+        hour=hour,
+        day=day,
+        month=month,
+        day_of_week=crontab_weekdays(weekday),
+        timezone=ZoneInfo(timezone),
+        jitter=int(jitter) if jitter else None,
+    )
+
+
+_DAYS = ("sun", "mon", "tue", "wed", "thu", "fri", "sat")
+
+
+def crontab_weekdays(field: str) -> str:
+    """Crontab weekday numbers (0 or 7 = Sunday) as names: APScheduler 3 counts 0 as Monday."""
+    parts = []
+    for part in field.split(","):
+        base, _, step = part.partition("/")
+        if not re.fullmatch(r"\*|\d+(-\d+)?", base):
+            parts.append(part)  # names such as mon-fri mean the same to both
+            continue
+        if base == "*":
+            first, last = 0, 6
+        else:
+            first_s, _, last_s = base.partition("-")
+            first, last = int(first_s), int(last_s or (6 if step else first_s))
+        if not (0 <= first <= 7 and 0 <= last <= 7 and first <= last):
+            raise ValueError(f"weekday {part!r} is out of range 0-7")
+        if base == "*" and not step:
+            parts.append("*")
+            continue
+        days = range(first, last + 1, int(step or 1))
+        parts.append(",".join(dict.fromkeys(_DAYS[d % 7] for d in days)))
+    return ",".join(parts)
+
+
+def next_run(trigger: IntervalTrigger | CronTrigger, now: datetime) -> datetime | None:
+    """When `trigger` fires next after `now`: pure, for tests and for `check` output."""
+    fire: datetime | None = trigger.get_next_fire_time(None, now)
+    return fire
+
+
+class Scheduler:
+    """Runs coroutine jobs on intervals or cron lines; a slow job is skipped, never stacked."""
+
+    def __init__(self) -> None:
+        self._scheduler = AsyncIOScheduler(timezone=UTC)
+        self._scheduler.add_listener(
+            self._on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR
+        )
+        self._running: set[asyncio.Task[None]] = set()
+        self.missed: Counter[str] = Counter()  # by job id: misfired or skipped (still running)
+
+    def every(
+        self,
+        job_id: str,
+        func: Callable[[], Awaitable[None]],
+        seconds: float,
+        *,
+        jitter: float | None = None,
+        misfire_grace: float = 30.0,
+        start: datetime | None = None,
+    ) -> None:
+        self._add(job_id, func, interval_trigger(seconds, jitter), misfire_grace, start)
+
+    def cron(
+        self,
+        job_id: str,
+        func: Callable[[], Awaitable[None]],
+        expression: str,
+        *,
+        timezone: str = "UTC",
+        jitter: float | None = None,
+        misfire_grace: float = 30.0,
+    ) -> None:
+        self._add(job_id, func, cron_trigger(expression, timezone, jitter), misfire_grace, None)
+
+    def _add(
+        self,
+        job_id: str,
+        func: Callable[[], Awaitable[None]],
+        trigger: object,
+        misfire_grace: float,
+        start: datetime | None,
+    ) -> None:
+        async def tracked() -> None:
+            task = asyncio.current_task()
+            assert task is not None
+            self._running.add(task)
+            try:
+                await func()
+            finally:
+                self._running.discard(task)
+
+        extra = {"next_run_time": start} if start is not None else {}
+        self._scheduler.add_job(
+            tracked,
+            trigger,
+            id=job_id,
+            name=job_id,
+            coalesce=True,
+            max_instances=1,
+            misfire_grace_time=max(1, int(misfire_grace)),
+            **extra,
+        )
+
+    def _on_event(self, event: JobEvent) -> None:
+        if event.code == EVENT_JOB_ERROR:
+            exc = getattr(event, "exception", None)
+            log.error("job %s crashed: %r", event.job_id, exc, exc_info=exc)
+            return
+        self.missed[event.job_id] += 1
+        why = (
+            "its previous run is still going"
+            if event.code == EVENT_JOB_MAX_INSTANCES
+            else "misfired"
+        )
+        log.warning("job %s skipped a run: %s", event.job_id, why)
+
+    def start(self) -> None:
+        self._scheduler.start()
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._running)
+
+    async def stop(self, grace: float) -> None:
+        """Start nothing new, let running jobs finish for `grace` seconds, then cancel them."""
+        if self._scheduler.running:
+            self._scheduler.pause()
+        if self._running:
+            log.info("waiting up to %.0fs for %d running probe(s)", grace, len(self._running))
+            await asyncio.wait(set(self._running), timeout=grace)
+        leftover = [t for t in self._running if not t.done()]
+        for task in leftover:
+            task.cancel()
+        if leftover:
+            log.warning("cancelled %d probe(s) still running at shutdown", len(leftover))
+            await asyncio.wait(leftover, timeout=1.0)
+        if self._scheduler.running:
+            self._scheduler.shutdown(wait=False)

@@ -1,0 +1,141 @@
+"""SQLite storage through sqlite-utils: WAL, numbered migrations, one transaction per probe run."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from sqlite_utils import Database
+
+from watchdog.result import ProbeResult
+from watchdog.store.migrations import MIGRATIONS
+
+
+class StoreError(Exception):
+    """The database cannot be opened or written; the message names the file."""
+
+
+class Store:
+    def __init__(self, db: Database, path: str):
+        self.db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | Path) -> Store:
+        path = Path(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = Database(path)
+            db.execute("PRAGMA busy_timeout = 5000")
+            db.enable_wal()
+            db.execute("PRAGMA synchronous = NORMAL")  # durable in WAL at commit boundaries
+            store = cls(db, str(path))
+            store.migrate()
+        except (OSError, sqlite3.Error) as exc:
+            raise StoreError(f"{path}: cannot open the database: {exc}") from None
+        return store
+
+    @property
+    def schema_version(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    def migrate(self) -> None:
+        current = self.schema_version
+        if current > len(MIGRATIONS):
+            raise StoreError(
+                f"{self.path}: schema version {current} is newer than this mlops-watchdog "
+                f"knows ({len(MIGRATIONS)}); upgrade mlops-watchdog"
+            )
+        for number, step in enumerate(MIGRATIONS[current:], start=current + 1):
+            with self.db.atomic():
+                step(self.db)
+                self.db.execute(f"PRAGMA user_version = {number}")
+
+    def record_run(
+        self, run_id: str, results: Iterable[ProbeResult], identity: dict[str, Any]
+    ) -> None:
+        """Store one probe run's results and fingerprints atomically."""
+        rows = [_row(run_id, r) for r in results]
+        if not rows:
+            return
+        try:
+            with self.db.atomic():
+                for r in rows:
+                    self._seen(r["endpoint"], r["fingerprint"], r["started_at"], identity)
+                self.db.table("results").insert_all(rows)
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot write results: {exc}") from None
+
+    def _seen(self, endpoint: str, fingerprint: str, at: str, identity: dict[str, Any]) -> None:
+        key = (endpoint, fingerprint)
+        table = self.db.table("fingerprints")
+        if table.count_where("endpoint = ? and fingerprint = ?", key):
+            table.update(key, {"last_seen": at})
+        else:
+            table.insert(
+                {
+                    "endpoint": endpoint,
+                    "fingerprint": fingerprint,
+                    "first_seen": at,
+                    "last_seen": at,
+                    "components": json.dumps(identity, sort_keys=True),
+                }
+            )
+
+    def results_since(self, since_ts: float) -> pd.DataFrame:
+        return pd.read_sql_query(
+            "select * from results where started_ts >= ? order by started_ts",
+            self.db.conn,
+            params=(since_ts,),
+        )
+
+    def close(self) -> None:
+        self.db.close()
+
+
+def _row(run_id: str, r: ProbeResult) -> dict[str, Any]:
+    j = r.to_json()
+    timings = r.answer.server_timings
+    return {
+        "run_id": run_id,
+        "endpoint": r.endpoint,
+        "prompt_id": r.prompt_id,
+        "golden_set": r.golden_set,
+        "golden_set_hash": r.golden_set_hash,
+        "started_at": j["started_at"],
+        "started_ts": r.started_at.timestamp(),
+        "stream": int(r.stream),
+        "ok": int(r.ok),
+        **{
+            k: j[k]
+            for k in (
+                "error_class",
+                "error_detail",
+                "status_code",
+                "ttfb_s",
+                "ttft_s",
+                "ttft_reasoning_s",
+                "e2e_s",
+                "itl_p50_s",
+                "itl_p95_s",
+                "itl_max_s",
+                "tpot_s",
+                "tokens_per_s",
+                "output_tokens",
+                "token_source",
+                "finish_reason",
+                "model",
+                "fingerprint",
+                "response_excerpt",
+                "response_sha256",
+            )
+        },
+        "checks": json.dumps(j["checks"]),
+        "checks_passed": sum(c.ok for c in r.checks),
+        "checks_total": len(r.checks),
+        "server_timings": json.dumps(timings) if timings else None,
+    }
