@@ -265,8 +265,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # httpx logs every request URL at INFO; URLs can carry tokens, and the volume helps no one.
-    for noisy in ("httpx", "httpcore"):
+    # httpx logs every request URL at INFO (URLs can carry tokens); APScheduler logs every job
+    # start and end. Our own lines say what an operator needs; theirs still show warnings.
+    for noisy in ("httpx", "httpcore", "apscheduler"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         ensure_ours()
