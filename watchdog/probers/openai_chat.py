@@ -9,7 +9,7 @@ import httpx
 from watchdog.clock import Clock
 from watchdog.config import Endpoint
 from watchdog.golden import Prompt
-from watchdog.probers.openai_common import Piece, exchange
+from watchdog.probers.openai_common import Piece, exchange, request_body
 from watchdog.result import Answer
 
 
@@ -29,11 +29,7 @@ async def probe(
     stream: bool,
     clock: Clock,
 ) -> Answer:
-    payload: dict[str, Any] = {"messages": prompt.messages, **prompt.sampling, "stream": stream}
-    if model:
-        payload["model"] = model
-    if stream:
-        payload["stream_options"] = {"include_usage": True}
+    payload = request_body({"messages": prompt.messages}, prompt.sampling, model, stream)
     return await exchange(
         client, endpoint, "/v1/chat/completions", payload, stream, clock, piece_of
     )

@@ -49,6 +49,18 @@ def headers(endpoint: Endpoint, stream: bool) -> dict[str, str]:
     return out
 
 
+def request_body(
+    body: dict[str, Any], sampling: dict[str, Any], model: str | None, stream: bool
+) -> dict[str, Any]:
+    """The OpenAI request: the API's own fields, sampling, model, and usage in the stream."""
+    payload = {**body, **sampling, "stream": stream}
+    if model:
+        payload["model"] = model
+    if stream:
+        payload["stream_options"] = {"include_usage": True}
+    return payload
+
+
 async def exchange(
     client: httpx.AsyncClient,
     endpoint: Endpoint,

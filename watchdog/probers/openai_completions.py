@@ -9,7 +9,7 @@ import httpx
 from watchdog.clock import Clock
 from watchdog.config import Endpoint
 from watchdog.golden import Prompt
-from watchdog.probers.openai_common import Piece, exchange
+from watchdog.probers.openai_common import Piece, exchange, request_body
 from watchdog.result import Answer
 
 
@@ -25,9 +25,5 @@ async def probe(
     stream: bool,
     clock: Clock,
 ) -> Answer:
-    payload: dict[str, Any] = {"prompt": prompt.as_text, **prompt.sampling, "stream": stream}
-    if model:
-        payload["model"] = model
-    if stream:
-        payload["stream_options"] = {"include_usage": True}
+    payload = request_body({"prompt": prompt.as_text}, prompt.sampling, model, stream)
     return await exchange(client, endpoint, "/v1/completions", payload, stream, clock, piece_of)
