@@ -322,6 +322,7 @@ class FaultServer:
         self._listener.settimeout(0.05)  # the accept loop polls the stop flag
         self.port: int = self._listener.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
+        self.default = ""  # the fault for requests that name none: switch an endpoint live
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._conns: set[socket.socket] = set()
@@ -382,7 +383,7 @@ class FaultServer:
             if request is None:
                 Conn(sock, self._stop).respond(400, "Bad Request", b"not HTTP", "text/plain")
             else:
-                fault = FAULTS.get(request.fault)
+                fault = FAULTS.get(request.fault or self.default)
                 if fault is None:
                     body = f"unknown fault {request.fault!r}".encode()
                     Conn(sock, self._stop).respond(404, "Not Found", body, "text/plain")

@@ -13,9 +13,9 @@ from watchdog.yamlfile import InvalidFile
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
 ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
-    "top": "storage, listen, include, endpoints, probes",
+    "top": "storage, listen, include, endpoints, probes, alerting",
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
-    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency",
+    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo",
 }
 APIS = "supported: openai-chat, openai-completions"
 NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
@@ -121,6 +121,18 @@ CASES: dict[str, list[str]] = {
         "golden/bad.yaml:8: prompts[0].checks[2]: max_e2e_s needs a positive number",
         "golden/bad.yaml:11: prompts[1].messages[0].role: "
         "must be 'system', 'user', 'assistant' or 'developer'",
+    ],
+    "bad-alerting.yaml": [
+        "bad-alerting.yaml:2: alerting.failure_threshold: must be greater than or equal to 1",
+        "bad-alerting.yaml:3: alerting.severity: unknown alert kind(s) ['outage']; known: "
+        "unreachable, timeout, http_error, bad_response, format, latency_slo",
+        "bad-alerting.yaml:4: alerting.slack: give `webhook_url`, or `bot_token` with `channel`",
+        "bad-alerting.yaml:9: alerting.maintenance[1].cron: invalid cron expression '0 25 * * *': "
+        "Error validating expression '25': the last value (25) is higher than the maximum value (23)",
+        f"bad-alerting.yaml:11: endpoints[0].slo.e2e_s: 'fast' {NOT_A_DURATION}",
+    ],
+    "maintenance-unknown-endpoint.yaml": [
+        "maintenance-unknown-endpoint.yaml:3: alerting.maintenance[0].endpoints: no endpoint named 'ghost'",
     ],
     # One pass reports everything: the operator fixes the file once.
     "many-errors.yaml": [

@@ -77,7 +77,7 @@ def test_a_failed_run_writes_nothing(tmp_path: Path) -> None:
         "CREATE TRIGGER refuse BEFORE INSERT ON results WHEN NEW.prompt_id = 'bad' "
         "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
     )
-    with pytest.raises(StoreError, match=r"w\.db: cannot write results: disk says no"):
+    with pytest.raises(StoreError, match=r"w\.db: cannot write: disk says no"):
         store.record_run("run1", [result("good"), result("bad")], {})
     assert store.db["results"].count == 0 and store.db["fingerprints"].count == 0
     store.close()

@@ -79,7 +79,15 @@ def _open_store(config: Config) -> Store:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    from watchdog.alerting.messages import Renderer
+
     config = _load(args)
+    templates = config.alerting.templates_dir
+    problems = Renderer(config.resolve(templates) if templates else None).check()
+    for problem in problems:
+        print(problem, file=sys.stderr)
+    if problems:
+        raise Exit(f"{config.path}: {len(problems)} template problem(s) in alerting.templates_dir")
     print(
         f"{config.path}: OK: {len(config.endpoints)} endpoint(s), {len(config.probes)} probe(s), "
         f"{len(config.golden_sets)} golden set(s)"
@@ -181,10 +189,12 @@ include: [probes/*.yaml]          # one file per endpoint; copy the examples
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from watchdog.alerting.notifiers import build
     from watchdog.daemon import Daemon
 
     config = _load(args)
     store = _open_store(config)
+    notifier = build(config.alerting)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -192,10 +202,52 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with http_client() as client:
-            await Daemon(config, client, store, SystemClock()).serve(stop)
+            await Daemon(config, client, store, SystemClock(), notifier).serve(stop)
 
     try:
         asyncio.run(main())
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    from watchdog.alerting import silences
+    from watchdog.alerting.kinds import KINDS
+
+    config = _load(args)
+    now = SystemClock().now()
+    store = _open_store(config)
+    try:
+        if args.action == "add":
+            if args.endpoint != "*" and args.endpoint not in config.endpoints:
+                known = ", ".join(sorted(config.endpoints))
+                raise Exit(
+                    f"--endpoint: no endpoint named {args.endpoint!r} (known: {known}, or *)"
+                )
+            if args.kind and args.kind not in KINDS:
+                raise Exit(f"--kind: unknown kind {args.kind!r}; known: {', '.join(KINDS)}")
+            try:
+                seconds = parse_duration(getattr(args, "for"))
+            except ValueError as exc:
+                raise Exit(f"--for: {exc}") from None
+            number = silences.add(
+                store.db, args.endpoint, args.kind or "", seconds, args.reason, now
+            )
+            print(
+                f"silence {number} added: {args.endpoint} {args.kind or 'every kind'} for {getattr(args, 'for')}"
+            )
+        elif args.action == "remove":
+            if not silences.remove(store.db, args.id, now):
+                raise Exit(f"no active silence {args.id}", EXIT_FAILED)
+            print(f"silence {args.id} removed")
+        else:
+            active = silences.active(store.db, now)
+            print("ID  ENDPOINT  KIND  UNTIL  BY  REASON" if active else "no active silences")
+            for s in active:
+                print(
+                    f"{s.id}  {s.endpoint}  {s.kind or '*'}  {s.ends_at}  {s.created_by}  {s.reason}"
+                )
     finally:
         store.close()
     return EXIT_OK
@@ -251,6 +303,17 @@ def parser() -> argparse.ArgumentParser:
         help="output file, or - for stdout (default: storage.csv_dir/health.csv)",
     )
     s.set_defaults(func=cmd_report)
+    s = sub.add_parser("silence", parents=[common], help="add, list or remove alert silences")
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("add", parents=[common], help="silence an endpoint's alerts for a while")
+    a.add_argument("--endpoint", required=True, help="endpoint name, or * for all")
+    a.add_argument("--kind", help="only this alert kind (default: every kind)")
+    a.add_argument("--for", required=True, metavar="DURATION", help="e.g. 2h or 30m")
+    a.add_argument("--reason", required=True, help="why, for whoever reads the list")
+    actions.add_parser("list", parents=[common], help="list active silences")
+    r = actions.add_parser("remove", parents=[common], help="end a silence now")
+    r.add_argument("id", type=int)
+    s.set_defaults(func=cmd_silence)
     s = sub.add_parser("init", parents=[common], help="write a starter config tree into DIR")
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--force", action="store_true", help="overwrite existing starter files")

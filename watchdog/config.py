@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
+from watchdog.alerting.settings import Alerting, Slo
 from watchdog.durations import parse_duration
 from watchdog.golden import GoldenSet, load_golden_set
 from watchdog.validate import Strict, parse
@@ -23,6 +24,14 @@ APIS = ("openai-chat", "openai-completions")
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def check_timezone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
+    return value
 
 
 class Storage(Strict):
@@ -42,6 +51,7 @@ class Endpoint(Strict):
     timeout_s: Seconds = 60.0
     max_body_bytes: int = Field(4_000_000, gt=0)
     concurrency: int = Field(1, ge=1, le=64)
+    slo: Slo = Slo()
 
     @field_validator("api")
     @classmethod
@@ -71,11 +81,7 @@ class Probe(Strict):
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
-        return value
+        return check_timezone(value)
 
     @field_validator("cron")
     @classmethod
@@ -103,6 +109,7 @@ class TopLevel(Strict):
     include: list[str] = []
     endpoints: list[Any] = []
     probes: list[Any] = []
+    alerting: Alerting = Alerting()
 
 
 class Included(Strict):
@@ -119,6 +126,7 @@ class Config:
     probes: list[Probe]
     golden_sets: dict[str, GoldenSet]  # by the probe's `golden_set` value
     secrets: set[str] = field(default_factory=set, repr=False)
+    alerting: Alerting = field(default_factory=Alerting)
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -219,6 +227,11 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
                 problems.extend(exc.problems)
                 continue
         probes.append(pr)
+    for n, window in enumerate(top.alerting.maintenance if top else []):
+        for name in window.endpoints:
+            if name not in endpoints:
+                at = ("alerting", "maintenance", n, "endpoints")
+                main.problems.append(main.problem(at, f"no endpoint named {name!r}"))
     if not endpoints and not main.problems:
         main.problems.append(main.problem(("endpoints",), "no endpoints configured"))
     for doc in docs:
@@ -227,7 +240,9 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         raise InvalidFile(_dedupe(problems))
     assert top is not None
     secrets = set().union(*(d.secrets for d in docs))
-    return Config(path, top.storage, top.listen, endpoints, probes, golden_sets, secrets)
+    return Config(
+        path, top.storage, top.listen, endpoints, probes, golden_sets, secrets, top.alerting
+    )
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

@@ -9,9 +9,14 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
+from prometheus_client import CollectorRegistry
 
+from watchdog.alerting.alerter import Alerter
+from watchdog.alerting.messages import Renderer
+from watchdog.alerting.sender import Notifier, Sender
 from watchdog.clock import Clock
 from watchdog.config import Config, Probe
+from watchdog.metrics import AlertingCollector
 from watchdog.report import health, write_csv
 from watchdog.runner import Run, Runner
 from watchdog.scheduler import Scheduler
@@ -19,6 +24,7 @@ from watchdog.store import Store, StoreError
 
 log = logging.getLogger("mlops_watchdog.daemon")
 SHUTDOWN_GRACE_S = 6.0  # systemd waits 90 s by default; DESIGN asks for exit within 10 s
+SENDER_GRACE_S = 2.0
 REPORT_WINDOW = timedelta(hours=24)
 
 
@@ -30,6 +36,11 @@ def summary(probe: Probe, run: Run) -> str:
     tail = f"; failed: {' '.join(failed)}" if failed else ""
     golden = run.results[0].golden_set if run.results else probe.golden_set
     return f"{probe.endpoint}/{golden}: {ok}/{len(run.results)} ok{median}{tail}"
+
+
+def _templates(config: Config) -> Path | None:
+    folder = config.alerting.templates_dir
+    return config.resolve(folder) if folder else None
 
 
 def report_path(config: Config) -> Path:
@@ -44,18 +55,43 @@ def write_report(config: Config, store: Store, clock: Clock) -> Path:
 
 
 class Daemon:
-    def __init__(self, config: Config, client: httpx.AsyncClient, store: Store, clock: Clock):
+    def __init__(
+        self,
+        config: Config,
+        client: httpx.AsyncClient,
+        store: Store,
+        clock: Clock,
+        notifier: Notifier | None = None,
+        registry: CollectorRegistry | None = None,
+    ):
         self.config = config
         self.store = store
         self.clock = clock
         self.runner = Runner(config, client, clock)
         self.scheduler = Scheduler()
+        self.alerter = Alerter(config.alerting, store.db, can_send=notifier is not None)
+        self.sender = (
+            Sender(store, notifier, Renderer(_templates(config)), clock) if notifier else None
+        )
+        self.registry = registry or CollectorRegistry()
+        self.registry.register(
+            AlertingCollector(
+                store.db,
+                lambda: list(config.endpoints),
+                lambda: self.sender.results if self.sender else {},
+            )
+        )
 
     async def probe_once(self, probe: Probe) -> Run:
         run = await self.runner.run(probe)
         started = time.perf_counter()
+        endpoint = self.config.endpoints[probe.endpoint]
         try:
-            self.store.record_run(run.run_id, run.results, run.identity)
+            with self.store.transaction():  # results, alert state and pages: all or nothing
+                self.store.record_run(run.run_id, run.results, run.identity)
+                queued = self.alerter.observe(endpoint, run.results, self.clock.now())
+            if queued and self.sender:
+                self.sender.wake.set()
         except StoreError as exc:
             log.error("results of %s/%s not stored: %s", probe.endpoint, probe.golden_set, exc)
         else:
@@ -111,6 +147,8 @@ class Daemon:
 
     async def serve(self, stop: asyncio.Event) -> None:
         """Run until `stop` is set, then finish or cancel in-flight probes and write the report."""
+        sending = asyncio.Event()
+        sender = asyncio.create_task(self.sender.run(sending)) if self.sender else None
         self.schedule()
         self.scheduler.start()
         log.info(
@@ -122,4 +160,10 @@ class Daemon:
         await stop.wait()
         log.info("stopping")
         await self.scheduler.stop(grace=SHUTDOWN_GRACE_S)
+        if sender:  # one last delivery round for pages the final runs queued, then stop
+            sending.set()
+            try:
+                await asyncio.wait_for(sender, timeout=SENDER_GRACE_S)
+            except TimeoutError:
+                log.warning("undelivered pages stay queued for the next start")
         self._refresh_report()

@@ -10,7 +10,7 @@ import logging
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from apscheduler.events import (
@@ -87,6 +87,17 @@ def next_run(trigger: IntervalTrigger | CronTrigger, now: datetime) -> datetime 
     """When `trigger` fires next after `now`: pure, for tests and for `check` output."""
     fire: datetime | None = trigger.get_next_fire_time(None, now)
     return fire
+
+
+def in_window(expression: str, timezone: str, duration_s: float, now: datetime) -> bool:
+    """Whether `now` falls in a window that opens on each cron time and lasts `duration_s`.
+
+    A window is open when a cron time falls in (now - duration, now]; computing in the
+    window's own time zone keeps "02:00 for 2h" right across DST changes.
+    """
+    length = timedelta(seconds=duration_s)
+    opened = next_run(cron_trigger(expression, timezone), now - length)
+    return opened is not None and opened <= now < opened + length
 
 
 class Scheduler:

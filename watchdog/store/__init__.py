@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,15 @@ class Store:
                 step(self.db)
                 self.db.execute(f"PRAGMA user_version = {number}")
 
+    @contextmanager
+    def transaction(self) -> Iterator[Database]:
+        """One atomic write; nested calls become savepoints. Errors name the database file."""
+        try:
+            with self.db.atomic():
+                yield self.db
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot write: {exc}") from None
+
     def record_run(
         self, run_id: str, results: Iterable[ProbeResult], identity: dict[str, Any]
     ) -> None:
@@ -62,13 +72,10 @@ class Store:
         rows = [_row(run_id, r) for r in results]
         if not rows:
             return
-        try:
-            with self.db.atomic():
-                for r in rows:
-                    self._seen(r["endpoint"], r["fingerprint"], r["started_at"], identity)
-                self.db.table("results").insert_all(rows)
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot write results: {exc}") from None
+        with self.transaction():
+            for r in rows:
+                self._seen(r["endpoint"], r["fingerprint"], r["started_at"], identity)
+            self.db.table("results").insert_all(rows)
 
     def _seen(self, endpoint: str, fingerprint: str, at: str, identity: dict[str, Any]) -> None:
         key = (endpoint, fingerprint)

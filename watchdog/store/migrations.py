@@ -60,4 +60,59 @@ def _1_results(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_1_results]
+def _2_alerting(db: Database) -> None:
+    db.table("alerts").create(
+        {
+            "endpoint": str,
+            "kind": str,
+            "state": str,  # ok | pending | firing
+            "failures": int,
+            "successes": int,
+            "since": str,
+            "incident": str,
+            "notified_at": str,
+            "firing_sent": int,
+            "summary": str,  # the last observation, for `alerts` listings and the status page
+            "updated_at": str,
+        },
+        pk=("endpoint", "kind"),
+    )
+    db.table("outbox").create(
+        {
+            "id": int,
+            "key": str,  # idempotency key: incident + event + when
+            "incident": str,
+            "endpoint": str,
+            "kind": str,
+            "event": str,  # firing | reminder | resolved
+            "facts": str,  # JSON: what the message says; rendered at send time
+            "status": str,  # pending | sending | sent | suppressed | failed
+            "attempts": int,
+            "next_attempt_ts": float,
+            "last_error_class": str,
+            "created_at": str,
+            "sent_at": str,
+            "ts": str,  # Slack's message ts, to thread replies under the firing page
+        },
+        pk="id",
+    )
+    db.table("outbox").create_index(["key"], unique=True)
+    db.table("outbox").create_index(["status", "next_attempt_ts"])
+    db.table("silences").create(
+        {
+            "id": int,
+            "endpoint": str,
+            "kind": str,  # empty: every kind
+            "starts_at": str,
+            "ends_at": str,
+            "ends_ts": float,
+            "reason": str,
+            "created_by": str,
+            "created_at": str,
+            "removed_at": str,
+        },
+        pk="id",
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_1_results, _2_alerting]

@@ -1,0 +1,193 @@
+"""Pages through the real slack-sdk to a fake Slack: outages, Retry-After, threads, exactly once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import FakeClock
+from tests.fakeslack import FakeSlack
+from watchdog.alerting.notifiers.slack import BotNotifier, WebhookNotifier
+from watchdog.config import Config, load_config
+from watchdog.daemon import Daemon
+from watchdog.store import Store
+
+GOLDEN = """
+name: one
+prompts:
+  - id: capital
+    prompt: "Capital of France?"
+    checks: [{contains: Paris}]
+"""
+
+
+class Endpoint:
+    """An in-process OpenAI endpoint (MockTransport) that is up or down as the test says."""
+
+    def __init__(self) -> None:
+        self.up = False
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        if not self.up:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        body = {"choices": [{"message": {"content": "Paris"}, "finish_reason": "stop"}]}
+        return httpx.Response(
+            200,
+            headers={"content-type": "application/json"},
+            stream=httpx.ByteStream(json.dumps(body).encode()),
+        )
+
+
+def make_config(tmp_path: Path, slack: str) -> Config:
+    (tmp_path / "one.yaml").write_text(GOLDEN)
+    (tmp_path / "config.yaml").write_text(
+        f"""
+storage: {{path: w.db, csv_dir: reports}}
+alerting:
+  failure_threshold: 3
+  success_threshold: 2
+  remind_every: 1h
+  grafana_url: https://grafana.example/d/llm
+  slack: {slack}
+endpoints:
+  - {{name: vllm-a, api: openai-chat, base_url: "http://llm.test", model: m}}
+probes:
+  - {{endpoint: vllm-a, golden_set: one.yaml, stream: false}}
+"""
+    )
+    return load_config(tmp_path / "config.yaml", env={})
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, slack: FakeSlack, bot: bool):
+        settings = (
+            f'{{bot_token: "{slack.token}", channel: "#oncall", api_url: "{slack.api_url}", timeout_s: 1}}'
+            if bot
+            else f'{{webhook_url: "{slack.webhook_url}", timeout_s: 1}}'
+        )
+        self.config = make_config(tmp_path, settings)
+        self.clock = FakeClock()
+        self.endpoint = Endpoint()
+        self.store = Store.open(tmp_path / "w.db")
+        self.notifier = (
+            BotNotifier(slack.token, "#oncall", base_url=slack.api_url, timeout_s=1)
+            if bot
+            else WebhookNotifier(slack.webhook_url, timeout_s=1)
+        )
+        self.registry = CollectorRegistry()
+
+    async def __aenter__(self) -> Rig:
+        self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.endpoint.handle))
+        self.daemon = Daemon(
+            self.config, self.client, self.store, self.clock, self.notifier, self.registry
+        )
+        assert self.daemon.sender is not None
+        self.sender = self.daemon.sender
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+        self.store.close()
+
+    async def minute(self, runs: int = 1) -> None:
+        """Probe once a minute, then let the sender do what is due."""
+        for _ in range(runs):
+            self.clock.advance(60)
+            await self.daemon.probe_once(self.config.probes[0])
+            await self.sender.deliver_due()
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.registry.get_sample_value(name, labels)
+
+
+async def test_a_long_slack_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=False) as rig:
+            slack.down = True
+            await rig.minute(3)  # third consecutive failure: firing queued
+            assert rig.metric("mlops_watchdog_outbox_pending") == 1
+            assert (
+                rig.metric("mlops_watchdog_alerts_firing", endpoint="vllm-a", kind="unreachable")
+                == 1
+            )
+            await rig.minute(40)  # Slack answers 500 for forty minutes
+            attempts = slack.attempts
+            assert 3 <= attempts <= 15, attempts  # backed off, not hammered
+            assert slack.accepted == []
+            slack.down = False
+            await rig.minute(12)  # backoff is capped at 10 minutes
+            assert [m["text"] for m in slack.accepted] == [
+                "🔴 vllm-a: endpoint unreachable (3 runs in a row)"
+            ]
+            assert rig.metric("mlops_watchdog_outbox_pending") == 0
+            assert rig.metric("mlops_watchdog_notifications_total", result="sent") == 1
+            assert (rig.metric("mlops_watchdog_notifications_total", result="retried") or 0) >= 3
+
+            rig.endpoint.up = True
+            await rig.minute(3)
+            texts = [m["text"] for m in slack.accepted]
+            assert len(texts) == 2 and texts[1].startswith(
+                "✅ resolved: vllm-a: endpoint unreachable"
+            )
+            assert (
+                rig.metric("mlops_watchdog_alerts_firing", endpoint="vllm-a", kind="unreachable")
+                == 0
+            )
+
+
+async def test_retry_after_is_honoured_and_replies_thread(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=True) as rig:
+            slack.script(("status", 429, {"Retry-After": "150"}))
+            await rig.minute(3)
+            assert slack.accepted == [] and slack.attempts == 1
+            await rig.minute(2)  # 120 s later: still inside Retry-After
+            assert slack.attempts == 1
+            await rig.minute(1)
+            (firing,) = slack.accepted
+            assert firing["thread_ts"] is None and firing["via"] == "bot"
+            rig.endpoint.up = True
+            await rig.minute(2)
+            firing, resolved = slack.accepted
+            assert resolved["thread_ts"] == firing["ts"]
+
+
+async def test_reminders_while_firing_thread_under_the_page(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=True) as rig:
+            await rig.minute(3 + 61)
+            firing, reminder = slack.accepted
+            assert reminder["text"].startswith("⏰ still failing: vllm-a")
+            assert reminder["thread_ts"] == firing["ts"]
+
+
+async def test_silenced_alert_is_recorded_not_sent(tmp_path: Path) -> None:
+    from watchdog.alerting import silences
+
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=False) as rig:
+            silences.add(rig.store.db, "vllm-a", "", 3600, "planned upgrade", rig.clock.now())
+            await rig.minute(5)
+            assert slack.accepted == []
+            (row,) = rig.store.db.query("select status, facts from outbox")
+            assert row["status"] == "suppressed"
+            assert "silenced until" in json.loads(row["facts"])["quiet"]
+            assert rig.metric("mlops_watchdog_notifications_total", result="suppressed") == 1
+            await rig.minute(60)  # the silence ends while the incident goes on: now it pages
+            assert len(slack.accepted) == 1 and slack.accepted[0]["text"].startswith("🔴 vllm-a")
+
+
+async def test_permanent_slack_errors_give_up_loudly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=True) as rig:
+            slack.script(("error", "channel_not_found"))
+            await rig.minute(4)
+            (row,) = rig.store.db.query("select status, last_error_class from outbox")
+            assert (row["status"], row["last_error_class"]) == ("failed", "rejected")
+            assert "giving up: slack rejected" in caplog.text

@@ -1,0 +1,65 @@
+"""Slack messages: golden Block Kit JSON from the shipped templates, and template errors caught."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from watchdog.alerting.messages import EVENTS, Renderer, TemplateProblem, sample_facts
+from watchdog.cli import main
+
+GOLDEN = Path(__file__).parent / "fixtures" / "slack"
+
+
+@pytest.mark.parametrize("event", EVENTS)
+def test_rendered_message_is_golden(event: str) -> None:
+    expected = json.loads((GOLDEN / f"{event}.json").read_text(encoding="utf-8"))
+    assert Renderer().render(sample_facts(event)) == expected
+
+
+def test_model_text_cannot_ping_the_channel() -> None:
+    facts = {
+        **sample_facts("firing"),
+        "summary": "<!channel> see <https://evil.example|here> & more",
+    }
+    text = json.dumps(Renderer().render(facts))
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text and "&amp; more" in text
+
+
+def test_missing_facts_are_errors_not_blanks() -> None:
+    facts = sample_facts("firing")
+    del facts["endpoint"]
+    with pytest.raises(TemplateProblem, match=r"firing\.json\.j2: 'endpoint' is undefined"):
+        Renderer().render(facts)
+
+
+def test_sandbox_blocks_unsafe_templates(tmp_path: Path) -> None:
+    for event in EVENTS:
+        (tmp_path / f"{event}.json.j2").write_text(
+            '{"text": {{ endpoint.__class__.__mro__ | tojson }}, "blocks": []}'
+        )
+    problems = Renderer(tmp_path).check()
+    assert len(problems) == 3 and all("unsafe" in p or "__class__" in p for p in problems), problems
+
+
+def test_check_reports_a_broken_template(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    for event in EVENTS:
+        (templates / f"{event}.json.j2").write_text(
+            '{"text": {{ endpoint | tojson }}, "blocks": []}'
+        )
+    (templates / "resolved.json.j2").write_text('{"text": {{ no_such_fact }}}')
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "alerting: {templates_dir: templates}\n"
+        "endpoints: [{name: e, api: openai-chat, base_url: 'http://127.0.0.1:9'}]\n"
+    )
+    assert main(["check", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert f"{templates / 'resolved.json.j2'}: 'no_such_fact' is undefined" in err
+    assert "1 template problem(s)" in err

@@ -1,0 +1,249 @@
+"""The Prometheus alerting rules, their promtool unit tests and the Alertmanager example."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import need
+from tests.peers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES_DIR = ROOT / "alerts" / "prometheus"
+RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
+RULE_TEST_FILES = sorted(RULES_DIR.glob("*test*.yml"))
+ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager" / "alertmanager.example.yml"
+RUNBOOK_BASE = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
+ALERTNAMES = {"WatchdogDown", "EndpointDown", "FormatAccuracyLow", "LatencySLOBreached"}
+ENDPOINT_ALERTS = ALERTNAMES - {"WatchdogDown"}
+
+# PromQL words that look like names but are not metrics.
+PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
+
+
+def tool(package: str, *names: str) -> str:
+    """The first of `names` on PATH; a missing one fails in CI and skips elsewhere."""
+    for name in names:
+        if path := shutil.which(name):
+            return path
+    need(f"{names[0]} is not installed (apt-get install {package})")
+    raise AssertionError("unreachable")
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def load(path: Path) -> Any:
+    return yaml.safe_load(path.read_text())
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [
+        rule
+        for path in RULE_FILES
+        for group in load(path)["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    ]
+
+
+def metric_names(expr: str) -> set[str]:
+    """Metric names selected by a PromQL expression (functions and label names left out)."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'', '""', expr)
+    expr = re.sub(r"\{[^}]*\}|\[[^\]]*\]", " ", expr)
+    expr = re.sub(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    expr = re.sub(r"\b(?:group_left|group_right)\b", " ", expr)
+    names = re.findall(r"(?<![\w.:])([A-Za-z_:][\w:]*)(?![\w:])(?!\s*\()", expr)
+    return set(names) - PROMQL_KEYWORDS
+
+
+def template_queries(text: str) -> list[str]:
+    """PromQL that an annotation template runs through `query`, with printf verbs filled in."""
+    queries = []
+    for action in re.findall(r"\{\{(.*?)\}\}", text, flags=re.S):
+        if re.search(r"\bquery\b", action):
+            for literal in re.findall(r'(?:printf|query)\s+"((?:[^"\\]|\\.)*)"', action):
+                queries.append(literal.replace('\\"', '"').replace("%q", '"x"'))
+    return queries
+
+
+# --- the real tools ----------------------------------------------------------------------------
+
+
+def test_promtool_check_rules() -> None:
+    promtool = tool("prometheus", "promtool")
+    assert RULE_FILES, f"no *.rules.yml in {RULES_DIR}"
+    result = run(promtool, "check", "rules", *map(str, RULE_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_promtool_unit_tests_pass() -> None:
+    promtool = tool("prometheus", "promtool")
+    assert RULE_TEST_FILES, f"no *test*.yml in {RULES_DIR}"
+    result = run(promtool, "test", "rules", *map(str, RULE_TEST_FILES))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alertmanager_example_is_valid() -> None:
+    amtool = tool("prometheus-alertmanager", "amtool")
+    result = run(amtool, "check-config", str(ALERTMANAGER_EXAMPLE))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[str]:
+    """The example config in a real Alertmanager on a free loopback port; Slack unreachable."""
+    binary = tool("prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
+    webhook = tmp_path / "slack_webhook_url"
+    webhook.write_text("http://127.0.0.1:9/never-slack\n")
+    config = tmp_path / "alertmanager.yml"
+    text = ALERTMANAGER_EXAMPLE.read_text()
+    config.write_text(text.replace("/etc/alertmanager/slack_webhook_url", str(webhook)))
+    port = free_port()
+    log = tmp_path / "alertmanager.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.path={tmp_path / 'data'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+                "--cluster.listen-address=",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            assert process.poll() is None, log.read_text()[-2000:]
+            try:
+                if httpx.get(url + "/-/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "alertmanager not ready: " + log.read_text()[-2000:]
+            time.sleep(0.1)  # waiting for an external server to start, not for our code
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def test_watchdog_down_inhibits_endpoint_alerts_of_its_instance(alertmanager: str) -> None:
+    def alert(name: str, instance: str, **labels: str) -> dict[str, Any]:
+        return {"labels": {"alertname": name, "instance": instance, **labels}}
+
+    sent = [
+        alert("WatchdogDown", "watchdog-a:9464", kind="watchdog_down", cause="stale_cycle"),
+        alert("EndpointDown", "watchdog-a:9464", endpoint="local-smol", kind="unreachable"),
+        alert("FormatAccuracyLow", "watchdog-a:9464", endpoint="local-smol", golden_set="json"),
+        alert("EndpointDown", "watchdog-b:9464", endpoint="local-smol", kind="unreachable"),
+        alert("NodeDown", "watchdog-a:9464"),
+    ]
+    httpx.post(alertmanager + "/api/v2/alerts", json=sent, timeout=5).raise_for_status()
+    expected = {
+        ("WatchdogDown", "watchdog-a:9464"): "active",
+        ("EndpointDown", "watchdog-a:9464"): "suppressed",
+        ("FormatAccuracyLow", "watchdog-a:9464"): "suppressed",
+        ("EndpointDown", "watchdog-b:9464"): "active",
+        ("NodeDown", "watchdog-a:9464"): "active",
+    }
+    deadline = time.monotonic() + 10
+    while True:
+        got = {
+            (a["labels"]["alertname"], a["labels"]["instance"]): a["status"]["state"]
+            for a in httpx.get(alertmanager + "/api/v2/alerts", timeout=5).json()
+        }
+        if got == expected or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)  # the inhibitor reads new alerts in the background
+    assert got == expected
+
+
+# --- the rules' shape --------------------------------------------------------------------------
+
+
+def test_rules_define_exactly_the_fleet_alerts() -> None:
+    groups = [group["name"] for path in RULE_FILES for group in load(path)["groups"]]
+    assert groups == ["mlops-watchdog"]
+    assert {rule["alert"] for rule in alert_rules()} == ALERTNAMES
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: f"{r['alert']}-{r['labels']}")
+def test_every_alert_has_severity_kind_annotations_and_for(rule: dict[str, Any]) -> None:
+    assert re.fullmatch(r"\d+[smh]", str(rule.get("for", ""))), "needs a for: duration"
+    assert rule["labels"]["severity"] in {"critical", "warning"}
+    kind = rule["labels"]["kind"]
+    assert re.fullmatch(r"[a-z_]+", kind)
+    annotations = rule["annotations"]
+    assert {"summary", "description", "runbook_url"} <= set(annotations)
+    assert annotations["runbook_url"] == f"{RUNBOOK_BASE}{kind}.md"
+    assert "$labels" in annotations["description"] or "absent(" in rule["expr"]
+
+
+@pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: f"{r['alert']}-{r['labels']}")
+def test_rules_use_only_watchdog_metrics(rule: dict[str, Any]) -> None:
+    exprs = [rule["expr"]]
+    for text in rule["annotations"].values():
+        exprs += template_queries(text)
+    names = set().union(*map(metric_names, exprs))
+    assert names, f"no metric found in {exprs}"
+    foreign = {n for n in names if not n.startswith("mlops_watchdog_") and n not in {"up", "time"}}
+    assert not foreign, f"{rule['alert']} uses {sorted(foreign)}"
+
+
+def test_metric_name_parser_sees_selectors_and_skips_functions_and_labels() -> None:
+    expr = (
+        'histogram_quantile(0.95, sum by (instance, le) (rate(a_bucket{x="y z"}[10m])))'
+        " > on (instance) group_left max(b) and time() - c offset 5m > bool 1e3"
+    )
+    assert metric_names(expr) == {"a_bucket", "b", "c"}
+    assert metric_names('absent(up{job="mlops-watchdog"}) or vector(1)') == {"up"}
+    text = '{{ with printf "max(m{instance=%q})" $labels.instance | query | sortByLabel "k" }}'
+    assert template_queries(text) == ['max(m{instance="x"})']
+
+
+def test_unit_tests_cover_each_alert_firing_and_silent() -> None:
+    firing: set[str] = set()
+    silent: set[str] = set()
+    for path in RULE_TEST_FILES:
+        for case in load(path)["tests"]:
+            for check in case.get("alert_rule_test", []):
+                (firing if check.get("exp_alerts") else silent).add(check["alertname"])
+                for exp in check.get("exp_alerts") or []:
+                    assert {"severity", "kind"} <= set(exp["exp_labels"])
+                    assert set(exp["exp_annotations"]) == {"summary", "description", "runbook_url"}
+    assert firing == ALERTNAMES
+    assert silent == ALERTNAMES
+
+
+def test_alertmanager_example_groups_repeats_and_inhibits() -> None:
+    config = load(ALERTMANAGER_EXAMPLE)
+    route = config["route"]
+    assert route["group_by"] == ["alertname", "endpoint", "instance"]
+    assert route["repeat_interval"] == "4h"
+    [slack] = [s for r in config["receivers"] for s in r.get("slack_configs", [])]
+    assert slack["api_url_file"] == "/etc/alertmanager/slack_webhook_url"
+    assert "api_url" not in slack
+    assert slack["send_resolved"] is True
+    [inhibit] = config["inhibit_rules"]
+    assert inhibit["source_matchers"] == ['alertname="WatchdogDown"']
+    assert inhibit["equal"] == ["instance"]
+    targets = re.fullmatch(r'alertname=~"(.*)"', inhibit["target_matchers"][0])
+    assert targets and set(targets.group(1).split("|")) == ENDPOINT_ALERTS

@@ -1,0 +1,1 @@
+"""Alerting: a state machine per (endpoint, kind), a durable outbox, and notifiers."""

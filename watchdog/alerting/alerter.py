@@ -1,0 +1,135 @@
+"""From a stored probe run to alert state and queued pages, inside the run's transaction."""
+
+from __future__ import annotations
+
+import logging
+import urllib.parse
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+from sqlite_utils import Database
+
+from watchdog.alerting import outbox, silences
+from watchdog.alerting.kinds import KINDS, Observation, observe
+from watchdog.alerting.machine import FIRING, Event, Policy, State, step
+from watchdog.alerting.settings import Alerting
+from watchdog.config import Endpoint
+from watchdog.result import ProbeResult
+
+log = logging.getLogger("mlops_watchdog.alerting")
+
+
+class Alerter:
+    def __init__(self, settings: Alerting, db: Database, can_send: bool = True):
+        self.settings = settings
+        self.db = db
+        self.can_send = can_send
+        self.policy = Policy(
+            settings.failure_threshold, settings.success_threshold, settings.remind_every
+        )
+
+    def load(self, endpoint: str, kind: str) -> State:
+        rows = list(
+            self.db.query("select * from alerts where endpoint = ? and kind = ?", (endpoint, kind))
+        )
+        if not rows:
+            return State()
+        r = rows[0]
+        return State(
+            state=r["state"],
+            failures=r["failures"],
+            successes=r["successes"],
+            since=_time(r["since"]),
+            incident=r["incident"],
+            notified_at=_time(r["notified_at"]),
+            firing_sent=bool(r["firing_sent"]),
+        )
+
+    def observe(self, endpoint: Endpoint, results: list[ProbeResult], now: datetime) -> list[str]:
+        """Advance every kind of this endpoint; call inside the transaction storing `results`.
+
+        Returns the outbox keys it queued (sent or suppressed)."""
+        quiet_silences = silences.active(self.db, now)
+        queued = []
+        for kind, observation in observe(results, endpoint.slo).items():
+            before = self.load(endpoint.name, kind)
+            quiet = silences.why_quiet(
+                endpoint.name, kind, now, quiet_silences, self.settings.maintenance
+            )
+            if quiet is None and not self.can_send:
+                quiet = "no notifier configured (alerting.slack)"
+            after, events = step(
+                before, observation, now, self.policy, quiet is not None, f"{endpoint.name}:{kind}"
+            )
+            self._save(endpoint.name, kind, after, observation, now)
+            for event in events:
+                facts = self.facts(endpoint, kind, before, after, event, observation, now, quiet)
+                key = f"{facts['incident']}:{event.name}:{outbox.iso(now)}"
+                outbox.enqueue(self.db, key, event.name, facts, event.deliver, now)
+                queued.append(key)
+                how = "queued" if event.deliver else f"recorded, not sent: {quiet}"
+                level = logging.INFO if event.name == "resolved" else logging.WARNING
+                log.log(level, "%s %s: %s (%s)", endpoint.name, kind, event.name, how)
+        return queued
+
+    def facts(
+        self,
+        endpoint: Endpoint,
+        kind: str,
+        before: State,
+        after: State,
+        event: Event,
+        observation: Observation,
+        now: datetime,
+        quiet: str | None,
+    ) -> dict[str, Any]:
+        incident_state = after if after.state == FIRING else before
+        since = incident_state.since
+        grafana = None
+        if self.settings.grafana_url:
+            separator = "&" if "?" in self.settings.grafana_url else "?"
+            grafana = f"{self.settings.grafana_url}{separator}var-endpoint={urllib.parse.quote(endpoint.name)}"
+        return {
+            "event": event.name,
+            "incident": incident_state.incident,
+            "endpoint": endpoint.name,
+            "kind": kind,
+            "kind_title": KINDS[kind].title,
+            "severity": self.settings.severity.get(kind, KINDS[kind].severity),
+            "model": observation.model or endpoint.model,
+            "failures": incident_state.failures,
+            "since": outbox.iso(since) if since else None,
+            "at": outbox.iso(now),
+            "duration_s": (now - since).total_seconds() if since else None,
+            "summary": observation.summary,
+            "error_class": observation.error_class,
+            "error_detail": observation.error_detail,
+            "ttft_p50_s": observation.ttft_p50_s,
+            "e2e_p50_s": observation.e2e_p50_s,
+            "slo_ttft_s": endpoint.slo.ttft_s,
+            "slo_e2e_s": endpoint.slo.e2e_s,
+            "grafana_url": grafana,
+            "quiet": quiet,
+        }
+
+    def _save(
+        self, endpoint: str, kind: str, s: State, observation: Observation | None, now: datetime
+    ) -> None:
+        row: dict[str, Any] = {"endpoint": endpoint, "kind": kind}
+        for name, value in asdict(s).items():
+            row[name] = outbox.iso(value) if isinstance(value, datetime) else value
+        row["firing_sent"] = int(s.firing_sent)
+        if observation is not None:
+            row["summary"] = observation.summary
+        row["updated_at"] = outbox.iso(now)
+        self.db.table("alerts").upsert(row, pk=("endpoint", "kind"))
+
+    def firing(self) -> list[dict[str, Any]]:
+        return list(
+            self.db.query("select * from alerts where state = 'firing' order by endpoint, kind")
+        )
+
+
+def _time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None

@@ -1,0 +1,84 @@
+"""The `alerting:` config section and per-endpoint latency SLOs."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from watchdog.durations import parse_duration
+from watchdog.validate import Strict
+
+Seconds = Annotated[float, BeforeValidator(parse_duration)]
+Severity = Literal["critical", "warning", "info"]
+
+
+class Slo(Strict):
+    """Latency objectives: the median of a probe run's answers must stay within them."""
+
+    ttft_s: Seconds | None = None
+    e2e_s: Seconds | None = None
+
+
+class Slack(Strict):
+    webhook_url: str | None = None
+    bot_token: str | None = None
+    channel: str | None = None
+    api_url: str = "https://slack.com/api/"
+    timeout_s: Seconds = 10.0
+
+    @model_validator(mode="after")
+    def _one_way(self) -> Slack:
+        if bool(self.webhook_url) == bool(self.bot_token):
+            raise ValueError("give `webhook_url`, or `bot_token` with `channel`")
+        if self.bot_token and not self.channel:
+            raise ValueError("`bot_token` needs a `channel`")
+        if self.webhook_url and not self.webhook_url.startswith(("https://", "http://")):
+            raise ValueError("webhook_url must be an http(s) URL")
+        return self
+
+
+class Maintenance(Strict):
+    """A recurring window, e.g. every Sunday 02:00 Berlin time for 2h: alerts are recorded, not sent."""
+
+    cron: str
+    duration: Seconds
+    timezone: str = "UTC"
+    endpoints: list[str] = []  # empty: every endpoint
+    reason: str = ""
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from watchdog.scheduler import check_cron
+
+        check_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        from watchdog.config import check_timezone
+
+        return check_timezone(value)
+
+
+class Alerting(Strict):
+    failure_threshold: int = Field(3, ge=1, le=1000)
+    success_threshold: int = Field(2, ge=1, le=1000)
+    remind_every: Seconds = 4 * 3600.0
+    grafana_url: str | None = None
+    severity: dict[str, Severity] = {}
+    templates_dir: str | None = None
+    maintenance: list[Maintenance] = []
+    slack: Slack | None = None
+
+    @field_validator("severity")
+    @classmethod
+    def _kinds(cls, value: dict[str, str]) -> dict[str, str]:
+        from watchdog.alerting.kinds import KINDS
+
+        unknown = sorted(set(value) - set(KINDS))
+        if unknown:
+            raise ValueError(f"unknown alert kind(s) {unknown}; known: {', '.join(KINDS)}")
+        return value
