@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.conftest import FakeClock
 from tests.fakeslack import FakeSlack
@@ -191,3 +191,30 @@ async def test_permanent_slack_errors_give_up_loudly(
             (row,) = rig.store.db.query("select status, last_error_class from outbox")
             assert (row["status"], row["last_error_class"]) == ("failed", "rejected")
             assert "giving up: slack rejected" in caplog.text
+
+
+async def test_a_crash_between_send_and_commit_does_not_page_twice(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=True) as rig:
+            await rig.minute(3)
+            assert len(slack.accepted) == 1
+            # As if the process died after Slack took the page but before the commit said so.
+            rig.store.db.execute("update outbox set status = 'sending', ts = null")
+            await rig.sender.recover()
+            (row,) = rig.store.db.query("select status, ts from outbox")
+            assert row == {"status": "sent", "ts": slack.accepted[0]["ts"]}
+            await rig.sender.deliver_due()
+            assert len(slack.accepted) == 1
+
+
+async def test_a_crash_before_slack_answered_sends_once_after_restart(tmp_path: Path) -> None:
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=True) as rig:
+            slack.down = True
+            await rig.minute(3)
+            rig.store.db.execute("update outbox set status = 'sending'")  # died mid-request
+            slack.down = False
+            await rig.sender.recover()
+            await rig.sender.deliver_due()
+            assert len(slack.accepted) == 1
+            assert b"hooks" not in generate_latest(rig.registry)

@@ -100,6 +100,7 @@ probes:
         db = tmp_path / "data" / "w.db"
         try:
             llm.default = "503"
+            slack.script(("status", 429, {"Retry-After": "1"}))  # Slack rate-limits the first try
             with Watchdog(config, log) as first:
                 wait_for(lambda: len(slack.accepted) == 1, 30, "the firing page")
                 seen = results(db)
@@ -122,6 +123,7 @@ probes:
 
         text = log.read_text()
         assert "Traceback" not in text and "page sent" in text
+        assert "slack rate_limited, retry in 1s" in text and slack.attempts == 3
         files = [p for p in tmp_path.rglob("*") if p.is_file() and p != config]
         assert any(p.suffix == ".csv" for p in files)
         for path in files:  # the log, the database and its WAL, the reports

@@ -54,7 +54,8 @@ class Sender:
                 outbox.mark(self.db, row.id, status="sent", ts=ts, sent_at=now)
                 log.info("page %s was delivered before the restart", row.key)
             else:
-                outbox.mark(self.db, row.id, status="pending")
+                when = self.clock.now().timestamp()
+                outbox.mark(self.db, row.id, status="pending", next_attempt_ts=when)
 
     async def deliver_due(self) -> int:
         """Send every page that is due now; returns how many went out."""
