@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.peers import LlamaServer
+from tests.peers import LlamaServer, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 # The three default prompts SmolLM2-135M answers reliably at temperature 0.
@@ -27,6 +27,7 @@ def write_config(tmp: Path, server: LlamaServer, **probe: object) -> Path:
     config.write_text(
         f"""
 storage: {{path: data/watchdog.db, csv_dir: reports, responses: excerpt, report_every: 1h}}
+listen: "127.0.0.1:{free_port()}"
 endpoints:
   - {{name: smol, api: openai-chat, base_url: "{server.url}", timeout_s: 60}}
   - {{name: smol-completions, api: openai-completions, base_url: "{server.url}", timeout_s: 60}}

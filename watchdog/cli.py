@@ -204,8 +204,12 @@ def cmd_run(args: argparse.Namespace) -> int:
         async with http_client() as client:
             await Daemon(config, client, store, SystemClock(), notifier).serve(stop)
 
+    from watchdog.web import ListenError
+
     try:
         asyncio.run(main())
+    except ListenError as exc:
+        raise Exit(f"{exc} (set `listen:` in {config.path})") from None
     finally:
         store.close()
     return EXIT_OK

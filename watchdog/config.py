@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from watchdog.alerting.settings import Alerting, Slo
 from watchdog.durations import parse_duration
@@ -105,11 +105,19 @@ class Probe(Strict):
 
 class TopLevel(Strict):
     storage: Storage = Storage()
-    listen: str = "127.0.0.1:9464"
+    listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
     include: list[str] = []
     endpoints: list[Any] = []
     probes: list[Any] = []
     alerting: Alerting = Alerting()
+
+
+def _listen(value: str) -> str:
+    from watchdog.web import parse_listen
+
+    if value:
+        parse_listen(value)
+    return value
 
 
 class Included(Strict):

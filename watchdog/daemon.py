@@ -5,18 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
 
+from watchdog import web
 from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.sender import Notifier, Sender
 from watchdog.clock import Clock
 from watchdog.config import Config, Probe
-from watchdog.metrics import AlertingCollector
+from watchdog.metrics import AlertingCollector, ProbeCollector, ProbeMetrics
 from watchdog.report import health, write_csv
 from watchdog.runner import Run, Runner
 from watchdog.scheduler import Scheduler
@@ -68,12 +69,25 @@ class Daemon:
         self.store = store
         self.clock = clock
         self.runner = Runner(config, client, clock)
-        self.scheduler = Scheduler()
+        self.metrics = ProbeMetrics(config)
+        self.jobs: dict[str, str] = {}  # scheduler job id: endpoint
+        self.scheduler = Scheduler(
+            on_late=lambda job, seconds: self.metrics.lateness.observe(seconds),
+            on_missed=lambda job: self._missed(job),
+        )
+        self.store_ok = True
         self.alerter = Alerter(config.alerting, store.db, can_send=notifier is not None)
         self.sender = (
             Sender(store, notifier, Renderer(_templates(config)), clock) if notifier else None
         )
         self.registry = registry or CollectorRegistry()
+        for row in store.db.query(
+            "select endpoint, fingerprint, first_seen from fingerprints f where last_seen = "
+            "(select max(last_seen) from fingerprints g where g.endpoint = f.endpoint)"
+        ):
+            since = datetime.fromisoformat(row["first_seen"].replace("Z", "+00:00")).timestamp()
+            self.metrics.remember_fingerprint(row["endpoint"], row["fingerprint"], "", since)
+        self.registry.register(ProbeCollector(self.metrics))
         self.registry.register(
             AlertingCollector(
                 store.db,
@@ -93,15 +107,22 @@ class Daemon:
             if queued and self.sender:
                 self.sender.wake.set()
         except StoreError as exc:
+            self.store_ok = False
             log.error("results of %s/%s not stored: %s", probe.endpoint, probe.golden_set, exc)
         else:
-            log.debug(
-                "stored %d results in %.1f ms",
-                len(run.results),
-                1e3 * (time.perf_counter() - started),
-            )
+            self.store_ok = True
+            self.metrics.write.observe(time.perf_counter() - started)
+        self.metrics.observe_run(run.results, self.clock.now().timestamp())
         log.info("%s", summary(probe, run))
         return run
+
+    def _missed(self, job_id: str) -> None:
+        endpoint = self.jobs.get(job_id)
+        if endpoint:
+            self.metrics.missed[endpoint] += 1
+
+    def ready(self) -> dict[str, bool]:
+        return {"config": True, "store": self.store_ok, "scheduler": self.scheduler.running}
 
     def _refresh_report(self) -> None:
         try:
@@ -114,6 +135,7 @@ class Daemon:
         now = self.clock.now()
         for n, probe in enumerate(self.config.probes):
             job_id = f"{probe.endpoint}/{probe.golden_set}#{n}"
+            self.jobs[job_id] = probe.endpoint
 
             async def job(probe: Probe = probe) -> None:
                 await self.probe_once(probe)
@@ -149,6 +171,12 @@ class Daemon:
         """Run until `stop` is set, then finish or cancel in-flight probes and write the report."""
         sending = asyncio.Event()
         sender = asyncio.create_task(self.sender.run(sending)) if self.sender else None
+        listener = None
+        if self.config.listen:
+            endpoints = {name: ep.base_url for name, ep in self.config.endpoints.items()}
+            application = web.app(self.registry, self.store, endpoints, self.ready, self.clock.now)
+            listener = await web.serve(application, self.config.listen)
+            log.info("metrics and status page on http://%s/", self.config.listen)
         self.schedule()
         self.scheduler.start()
         log.info(
@@ -166,4 +194,6 @@ class Daemon:
                 await asyncio.wait_for(sender, timeout=SENDER_GRACE_S)
             except TimeoutError:
                 log.warning("undelivered pages stay queued for the next start")
+        if listener:
+            await listener.cleanup()
         self._refresh_report()

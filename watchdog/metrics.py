@@ -1,18 +1,281 @@
-"""Prometheus metrics from the daemon's stored state, through a custom collector."""
+"""Prometheus metrics: the daemon's probe results and stored alert state, via custom collectors."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import platform
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 from sqlite_utils import Database
 
+from watchdog import __version__
 from watchdog.alerting import outbox
 from watchdog.alerting.kinds import KINDS
+from watchdog.config import Config
+from watchdog.result import ERROR_CLASSES, ProbeResult
 
 PREFIX = "mlops_watchdog_"
+# Latency of LLM requests: 10 ms to 2 min.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+# Gaps between tokens are milliseconds apart: finer at the low end.
+ITL_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1,
+)
+WORK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+PROBE_RESULTS = ("ok", "check_failed", "error")
 NOTIFICATION_RESULTS = ("sent", "retried", "failed", "suppressed")
+
+
+@dataclass
+class Histogram:
+    """Cumulative bucket counts, exported by the collector (no per-sample metric objects)."""
+
+    bounds: tuple[float, ...]
+    counts: list[int] = field(default_factory=list)
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        out = [(_bound(b), float(c)) for b, c in zip(self.bounds, self.counts, strict=True)]
+        return [*out, ("+Inf", float(self.n))]
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+class ProbeMetrics:
+    """What the daemon has seen since it started; fed once per stored probe run."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.success: dict[tuple[str, str], float] = {}
+        self.check_ratio: dict[tuple[str, str], float] = {}
+        self.tokens_per_s: dict[tuple[str, str], float] = {}
+        self.accuracy: dict[tuple[str, str], float] = {}
+        self.results: dict[tuple[str, str], int] = defaultdict(int)
+        self.errors: dict[tuple[str, str], int] = defaultdict(int)
+        self.latency: dict[str, dict[tuple[str, str], Histogram]] = defaultdict(dict)
+        self.fingerprints: dict[str, tuple[str, str, float]] = {}  # endpoint: (fp, model, since)
+        self.last_cycle: float | None = None
+        self.lateness = Histogram(LATENCY_BUCKETS)
+        self.missed: dict[str, int] = defaultdict(int)
+        self.write = Histogram(WORK_BUCKETS)
+        # Series that can be known up front exist at zero from the start.
+        for endpoint in config.endpoints:
+            for error_class in ERROR_CLASSES:
+                self.errors[(endpoint, error_class)] = 0
+            for result in PROBE_RESULTS:
+                self.results[(endpoint, result)] = 0
+            self.missed[endpoint] = 0
+        for probe in config.probes:
+            for prompt in config.golden_sets[probe.golden_set].prompts:
+                self._histograms(probe.endpoint, prompt.id)
+
+    def _histograms(self, endpoint: str, prompt_id: str) -> None:
+        key = (endpoint, prompt_id)
+        for name in ("ttfb", "ttft", "e2e"):
+            self.latency[name].setdefault(key, Histogram(LATENCY_BUCKETS))
+        self.latency["itl"].setdefault(key, Histogram(ITL_BUCKETS))
+
+    def observe_run(self, results: Iterable[ProbeResult], finished_at: float) -> None:
+        by_golden: dict[tuple[str, str], list[ProbeResult]] = defaultdict(list)
+        for r in results:
+            key = (r.endpoint, r.prompt_id)
+            a = r.answer
+            self.success[key] = float(r.ok)
+            outcome = (
+                "ok" if r.ok else ("check_failed" if r.error_class == "check_failed" else "error")
+            )
+            self.results[(r.endpoint, outcome)] += 1
+            if r.error_class:
+                self.errors[(r.endpoint, r.error_class)] += 1
+            if r.checks:
+                self.check_ratio[key] = sum(c.ok for c in r.checks) / len(r.checks)
+            if a.tokens_per_s is not None:
+                self.tokens_per_s[key] = a.tokens_per_s
+            self._histograms(*key)
+            if a.error_class is None:  # latency of answers only: failures are timed by their class
+                for name, value in (("ttfb", a.ttfb_s), ("ttft", a.ttft_s), ("e2e", a.e2e_s)):
+                    if value is not None:
+                        self.latency[name][key].observe(value)
+                for gap in a.itl_s:
+                    self.latency["itl"][key].observe(gap)
+            by_golden[(r.endpoint, r.golden_set)].append(r)
+            previous = self.fingerprints.get(r.endpoint)
+            if previous is None or previous[0] != r.fingerprint:
+                self.fingerprints[r.endpoint] = (r.fingerprint, a.model or "", finished_at)
+        for key, group in by_golden.items():
+            answered = [r for r in group if r.answer.error_class is None]
+            if answered:
+                self.accuracy[key] = sum(r.ok for r in answered) / len(answered)
+        self.last_cycle = finished_at
+
+    def remember_fingerprint(
+        self, endpoint: str, fingerprint: str, model: str, since: float
+    ) -> None:
+        """Seed from the database at start, so a restart is not mistaken for a change."""
+        self.fingerprints[endpoint] = (fingerprint, model, since)
+
+
+class ProbeCollector(Collector):
+    def __init__(self, metrics: ProbeMetrics, gpu_up: Callable[[], bool] = lambda: False):
+        self.m = metrics
+        self.gpu_up = gpu_up
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield InfoMetricFamily(
+            PREFIX + "build",
+            "mlops-watchdog version and Python.",
+            value={"version": __version__, "python": platform.python_version()},
+        )
+        yield _gauge(
+            "probe_success",
+            "1 if the last probe of this prompt passed, else 0.",
+            ["endpoint", "prompt_id"],
+            m.success,
+        )
+        yield _counter(
+            "probes",
+            "Probes by result: ok, check_failed or error.",
+            ["endpoint", "result"],
+            m.results,
+        )
+        yield _counter(
+            "probe_errors", "Failed probes by error class.", ["endpoint", "class"], m.errors
+        )
+        yield _gauge(
+            "check_pass_ratio",
+            "Share of the prompt's checks that passed, last probe.",
+            ["endpoint", "prompt_id"],
+            m.check_ratio,
+        )
+        yield _gauge(
+            "format_accuracy_ratio",
+            "Share of answered prompts whose checks all passed, last run.",
+            ["endpoint", "golden_set"],
+            m.accuracy,
+        )
+        yield _gauge(
+            "probe_output_tokens_per_second",
+            "Decode speed of the last answer (1/TPOT).",
+            ["endpoint", "prompt_id"],
+            m.tokens_per_s,
+        )
+        help_text = {
+            "ttfb": "Time to the response headers.",
+            "ttft": "Time to the first content token.",
+            "e2e": "Time to the end of the answer.",
+            "itl": "Gaps between content chunks.",
+        }
+        for name, series in m.latency.items():
+            family = HistogramMetricFamily(
+                f"{PREFIX}probe_{name}_seconds", help_text[name], labels=["endpoint", "prompt_id"]
+            )
+            for labels, h in sorted(series.items()):
+                family.add_metric(list(labels), h.buckets(), h.total)
+            yield family
+        info = GaugeMetricFamily(
+            PREFIX + "fingerprint_info",
+            "What answers: 1 for the current fingerprint.",
+            labels=["endpoint", "fingerprint", "model"],
+        )
+        change = GaugeMetricFamily(
+            PREFIX + "fingerprint_change_timestamp_seconds",
+            "When the current fingerprint was first seen.",
+            labels=["endpoint"],
+        )
+        for endpoint, (fp, model, since) in sorted(m.fingerprints.items()):
+            info.add_metric([endpoint, fp, model], 1.0)
+            change.add_metric([endpoint], since)
+        yield info
+        yield change
+        slo_ttft = GaugeMetricFamily(
+            PREFIX + "slo_ttft_seconds", "Configured TTFT objective.", labels=["endpoint"]
+        )
+        slo_e2e = GaugeMetricFamily(
+            PREFIX + "slo_e2e_seconds", "Configured end-to-end objective.", labels=["endpoint"]
+        )
+        for ep_name, ep in sorted(m.config.endpoints.items(), key=lambda kv: kv[0]):
+            if ep.slo.ttft_s is not None:
+                slo_ttft.add_metric([ep_name], ep.slo.ttft_s)
+            if ep.slo.e2e_s is not None:
+                slo_e2e.add_metric([ep_name], ep.slo.e2e_s)
+        yield slo_ttft
+        yield slo_e2e
+        if m.last_cycle is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "last_cycle_timestamp_seconds",
+                "When a probe run last finished.",
+                value=m.last_cycle,
+            )
+        lateness = HistogramMetricFamily(
+            PREFIX + "scheduler_lateness_seconds", "How late scheduled runs started."
+        )
+        lateness.add_metric([], m.lateness.buckets(), m.lateness.total)
+        yield lateness
+        yield _counter(
+            "scheduler_missed_runs",
+            "Runs skipped: misfired, or the previous run still going.",
+            ["endpoint"],
+            {(k,): v for k, v in m.missed.items()},
+        )
+        write = HistogramMetricFamily(
+            PREFIX + "storage_write_seconds", "Time to store one probe run."
+        )
+        write.add_metric([], m.write.buckets(), m.write.total)
+        yield write
+        yield GaugeMetricFamily(
+            PREFIX + "gpu_telemetry_up", "1 while NVML answers.", value=float(self.gpu_up())
+        )
+
+
+def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
+    family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def _counter(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
+    family = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), float(value))
+    return family
 
 
 class AlertingCollector(Collector):
@@ -29,33 +292,31 @@ class AlertingCollector(Collector):
         self.notifications = notifications
 
     def collect(self) -> Iterator[Metric]:
-        firing = GaugeMetricFamily(
-            PREFIX + "alerts_firing",
-            "1 while an alert of this kind is firing for the endpoint.",
-            labels=["endpoint", "kind"],
-        )
         now_firing = {
             (r["endpoint"], r["kind"])
             for r in self.db.query("select endpoint, kind from alerts where state = 'firing'")
         }
-        for endpoint in self.endpoints():
-            for kind in KINDS:
-                firing.add_metric([endpoint, kind], float((endpoint, kind) in now_firing))
-        yield firing
-
-        sent = CounterMetricFamily(
-            PREFIX + "notifications",
-            "Notification attempts by result; suppressed ones were silenced or had no notifier.",
-            labels=["result"],
+        firing = {
+            (endpoint, kind): float((endpoint, kind) in now_firing)
+            for endpoint in self.endpoints()
+            for kind in KINDS
+        }
+        yield _gauge(
+            "alerts_firing",
+            "1 while an alert of this kind is firing for the endpoint.",
+            ["endpoint", "kind"],
+            firing,
         )
         counts = dict(self.notifications())
         counts["suppressed"] = next(
             self.db.query("select count(*) as n from outbox where status = 'suppressed'")
         )["n"]
-        for result in NOTIFICATION_RESULTS:
-            sent.add_metric([result], float(counts.get(result, 0)))
-        yield sent
-
+        yield _counter(
+            "notifications",
+            "Notification attempts by result; suppressed ones were silenced or had no notifier.",
+            ["result"],
+            {(r,): counts.get(r, 0) for r in NOTIFICATION_RESULTS},
+        )
         yield GaugeMetricFamily(
             PREFIX + "outbox_pending",
             "Pages queued in the outbox and not yet delivered.",

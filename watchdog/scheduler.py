@@ -17,7 +17,9 @@ from apscheduler.events import (
     EVENT_JOB_ERROR,
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
+    EVENT_JOB_SUBMITTED,
     JobEvent,
+    JobSubmissionEvent,
 )
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
@@ -103,11 +105,18 @@ def in_window(expression: str, timezone: str, duration_s: float, now: datetime) 
 class Scheduler:
     """Runs coroutine jobs on intervals or cron lines; a slow job is skipped, never stacked."""
 
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        on_late: Callable[[str, float], None] | None = None,
+        on_missed: Callable[[str], None] | None = None,
+    ) -> None:
         self._scheduler = AsyncIOScheduler(timezone=UTC)
         self._scheduler.add_listener(
             self._on_event, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR
         )
+        self._scheduler.add_listener(self._on_submitted, EVENT_JOB_SUBMITTED)
+        self._on_late = on_late
+        self._on_missed = on_missed
         self._running: set[asyncio.Task[None]] = set()
         self.missed: Counter[str] = Counter()  # by job id: misfired or skipped (still running)
 
@@ -170,12 +179,23 @@ class Scheduler:
             log.error("job %s crashed: %r", event.job_id, exc, exc_info=exc)
             return
         self.missed[event.job_id] += 1
+        if self._on_missed:
+            self._on_missed(event.job_id)
         why = (
             "its previous run is still going"
             if event.code == EVENT_JOB_MAX_INSTANCES
             else "misfired"
         )
         log.warning("job %s skipped a run: %s", event.job_id, why)
+
+    def _on_submitted(self, event: JobSubmissionEvent) -> None:
+        if self._on_late and event.scheduled_run_times:
+            late = (datetime.now(UTC) - event.scheduled_run_times[0]).total_seconds()
+            self._on_late(event.job_id, max(0.0, late))
+
+    @property
+    def running(self) -> bool:
+        return bool(self._scheduler.running) and self._scheduler.state == 1  # STATE_RUNNING
 
     def start(self) -> None:
         self._scheduler.start()

@@ -1,0 +1,86 @@
+"""The status page in headless Chromium (Debian's `chromium`): it renders and shows every endpoint."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import struct
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.faultserver import free_port
+from tests.test_store import result
+from watchdog import web
+from watchdog.store import Store
+
+ENDPOINTS = {
+    "vllm-a": "http://gpu-1:8000",
+    "llama-b": "http://gpu-2:8080",
+    "tgi-c": "http://gpu-3:3000",
+}
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        message = "headless Chromium is missing: apt-get install chromium"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    return found
+
+
+def browse(binary: str, url: str, tmp_path: Path, *mode: str) -> subprocess.CompletedProcess[bytes]:
+    flags = [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--window-size=1280,480",
+    ]
+    return subprocess.run([binary, *flags, *mode, url], capture_output=True, timeout=120)
+
+
+async def test_status_page_renders_every_endpoint(tmp_path: Path) -> None:
+    binary = chromium()
+    store = Store.open(tmp_path / "w.db")
+    for n in range(12):
+        store.record_run(f"r{n}", [result("capital", ok=n % 5 != 0)], {})
+    store.db.execute(
+        "update results set endpoint = 'vllm-a', started_ts = ?", (datetime.now(UTC).timestamp(),)
+    )
+    listen = f"127.0.0.1:{free_port()}"
+    app = web.app(
+        CollectorRegistry(), store, ENDPOINTS, lambda: {"ok": True}, lambda: datetime.now(UTC)
+    )
+    runner = await web.serve(app, listen)
+    try:
+        import asyncio
+
+        shot = tmp_path / "status.png"
+        dom, png = await asyncio.gather(
+            asyncio.to_thread(browse, binary, f"http://{listen}/", tmp_path / "a", "--dump-dom"),
+            asyncio.to_thread(
+                browse, binary, f"http://{listen}/", tmp_path / "b", f"--screenshot={shot}"
+            ),
+        )
+    finally:
+        await runner.cleanup()
+        store.close()
+    html = dom.stdout.decode()
+    for name in ENDPOINTS:
+        assert f'id="endpoint-{name}"' in html, dom.stderr.decode()[-2000:]
+    assert html.count("<svg") == 1  # a sparkline for the endpoint with history
+    assert "no probe yet" in html
+    assert png.returncode == 0 and shot.stat().st_size > 5000
+    width, height = struct.unpack(">II", shot.read_bytes()[16:24])
+    assert (width, height) == (1280, 480)

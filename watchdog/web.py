@@ -1,0 +1,76 @@
+"""The HTTP listener: /metrics, /healthz, /readyz and the status page, on `listen:`."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import datetime
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+
+from watchdog import __version__, status
+from watchdog.store import Store
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """`127.0.0.1:9464`, `[::1]:9464` or `:9464` (all interfaces)."""
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def app(
+    registry: CollectorRegistry,
+    store: Store,
+    endpoints: dict[str, str],
+    ready: Callable[[], dict[str, bool]],
+    now: Callable[[], datetime],
+) -> web.Application:
+    async def metrics(request: web.Request) -> web.Response:
+        encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(request: web.Request) -> web.Response:
+        checks = ready()
+        body = json.dumps({"ready": all(checks.values()), "checks": checks}) + "\n"
+        return web.Response(
+            text=body, status=200 if all(checks.values()) else 503, content_type="application/json"
+        )
+
+    async def index(request: web.Request) -> web.Response:
+        moment = now()
+        html = status.render(status.collect(store.db, endpoints, moment), moment, __version__)
+        return web.Response(text=html, content_type="text/html")
+
+    application = web.Application()
+    application.add_routes(
+        [
+            web.get("/metrics", metrics),
+            web.get("/healthz", healthz),
+            web.get("/readyz", readyz),
+            web.get("/", index),
+        ]
+    )
+    return application
+
+
+class ListenError(Exception):
+    """The listener cannot bind; the message names the address."""
+
+
+async def serve(application: web.Application, listen: str) -> web.AppRunner:
+    host, port = parse_listen(listen)
+    runner = web.AppRunner(application, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, port).start()
+    except OSError as exc:
+        await runner.cleanup()
+        raise ListenError(f"listen {listen}: {exc.strerror or exc}") from None
+    return runner
