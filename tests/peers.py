@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -76,9 +78,64 @@ def start_llama_server(log: Path) -> LlamaServer:
 
 
 def stop(server: LlamaServer) -> None:
-    server.process.terminate()
+    stop_process(server.process)
+
+
+@dataclass
+class Prometheus:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def start_prometheus(
+    folder: Path, targets: list[str], rule_files: tuple[Path, ...] = (), interval: str = "1s"
+) -> Prometheus:
+    """Debian's prometheus on a free loopback port, scraping `targets` as job mlops-watchdog."""
+    binary = shutil.which("prometheus")
+    if binary is None:
+        raise PeerMissing("prometheus is not installed (apt-get install prometheus)")
+    port = free_port()
+    config = folder / "prometheus.yml"
+    settings = {
+        "global": {"scrape_interval": interval, "evaluation_interval": interval},
+        "rule_files": [str(r) for r in rule_files],
+        "scrape_configs": [
+            {"job_name": "mlops-watchdog", "static_configs": [{"targets": targets}]}
+        ],
+    }
+    config.write_text(json.dumps(settings))  # JSON is YAML
+    log = folder / "prometheus.log"
+    out = log.open("wb")
+    args = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={folder / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+    out.close()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"prometheus exited with {process.returncode}: {log.read_text()[-2000:]}"
+            )
+        try:
+            if httpx.get(url + "/-/ready", timeout=2).status_code == 200:
+                return Prometheus(url, process, log)
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)  # waiting for an external server to start
+    process.kill()
+    raise RuntimeError(f"prometheus not ready: {log.read_text()[-2000:]}")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
     try:
-        server.process.wait(timeout=10)
+        process.wait(timeout=10)
     except subprocess.TimeoutExpired:
-        server.process.kill()
-        server.process.wait()
+        process.kill()
+        process.wait()

@@ -218,3 +218,22 @@ async def test_a_crash_before_slack_answered_sends_once_after_restart(tmp_path: 
             await rig.sender.deliver_due()
             assert len(slack.accepted) == 1
             assert b"hooks" not in generate_latest(rig.registry)
+
+
+async def test_a_crash_after_a_threaded_reply_does_not_resolve_twice(tmp_path: Path) -> None:
+    """A resolved page is a thread reply, not in channel history: recovery looks in the thread."""
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=True) as rig:
+            await rig.minute(3)
+            rig.endpoint.up = True
+            await rig.minute(2)
+            firing, resolved = slack.accepted
+            assert resolved["thread_ts"] == firing["ts"]
+            rig.store.db.execute(
+                "update outbox set status = 'sending', ts = null where event = 'resolved'"
+            )
+            await rig.sender.recover()
+            await rig.sender.deliver_due()
+            assert len(slack.accepted) == 2
+            (row,) = rig.store.db.query("select status, ts from outbox where event = 'resolved'")
+            assert row == {"status": "sent", "ts": resolved["ts"]}

@@ -72,6 +72,38 @@ def make(prompt_id: str, answer: Answer, checks: list[CheckOutcome]) -> ProbeRes
     )
 
 
+def test_dashboards_build_writes_and_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "boards"
+    assert cli.main(["dashboards", "build", "--out", str(out)]) == 0
+    committed = Path(__file__).resolve().parents[1] / "dashboards"
+    written = sorted(p.name for p in out.glob("*.json"))
+    assert written == sorted(p.name for p in committed.glob("*.json"))
+    assert cli.main(["dashboards", "build", "--check", "--out", str(committed)]) == 0
+    (out / written[0]).write_text("{}")
+    assert cli.main(["dashboards", "build", "--check", "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / written[0]}: differs" in err and "1 stale dashboard(s)" in err
+
+
+def test_dashboards_build_without_the_sdk_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import sys
+
+    import watchdog.dashboards
+
+    for name in [m for m in sys.modules if m.startswith("grafana_foundation_sdk.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "grafana_foundation_sdk", None)  # as if not installed
+    for name in [m for m in sys.modules if m.startswith("watchdog.dashboards.")]:
+        monkeypatch.delitem(sys.modules, name)
+        monkeypatch.delattr(watchdog.dashboards, name.rsplit(".", 1)[1], raising=False)
+    assert cli.main(["dashboards", "build", "--check"]) == 2
+    assert "pip install 'mlops-watchdog[dashboards]'" in capsys.readouterr().err
+
+
 def test_table_golden() -> None:
     ok = Answer(
         text="Paris",

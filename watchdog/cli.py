@@ -1,4 +1,4 @@
-"""The `mlops-watchdog` command: run, once, check, report, init."""
+"""The `mlops-watchdog` command: run, once, check, report, init, silence, dashboards."""
 
 from __future__ import annotations
 
@@ -257,6 +257,38 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_dashboards(args: argparse.Namespace) -> int:
+    from watchdog import dashboards
+
+    out = Path(args.out)
+    try:
+        rendered = {name: dashboards.encode(d) for name, d in dashboards.render().items()}
+    except dashboards.SdkMissing as exc:
+        raise Exit(str(exc)) from None
+    if args.check:
+        stale = [
+            name
+            for name, text in sorted(rendered.items())
+            if not (out / name).exists() or (out / name).read_text(encoding="utf-8") != text
+        ]
+        for name in stale:
+            print(f"{out / name}: differs from the generator's output", file=sys.stderr)
+        if stale:
+            raise Exit(
+                f"{len(stale)} stale dashboard(s); run: mlops-watchdog dashboards build --out {out}",
+                EXIT_FAILED,
+            )
+        print(f"{out}: {len(rendered)} dashboard(s) up to date")
+        return EXIT_OK
+    try:
+        paths = dashboards.build(out)
+    except OSError as exc:
+        raise Exit(f"{out}: cannot write the dashboards: {exc.strerror or exc}") from None
+    for path in paths:
+        print(f"wrote {path}")
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops-watchdog",
@@ -322,13 +354,23 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--force", action="store_true", help="overwrite existing starter files")
     s.set_defaults(func=cmd_init)
+    s = sub.add_parser("dashboards", help="regenerate the Grafana dashboards")
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    b = actions.add_parser("build", help="write dashboards/*.json from the generator")
+    b.add_argument(
+        "--out", default="dashboards", metavar="DIR", help="folder (default: dashboards)"
+    )
+    b.add_argument(
+        "--check", action="store_true", help="write nothing; exit 1 if DIR's JSON is stale"
+    )
+    s.set_defaults(func=cmd_dashboards)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     logging.basicConfig(
-        level=getattr(logging, args.log_level),
+        level=getattr(logging, getattr(args, "log_level", "INFO")),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )

@@ -24,7 +24,7 @@ class Notifier(Protocol):
         self, message: dict[str, Any], *, key: str, thread_ts: str | None = None
     ) -> Delivery: ...
 
-    def find_sent(self, key: str) -> str | None: ...
+    def find_sent(self, key: str, thread_ts: str | None = None) -> str | None: ...
 
 
 class Sender:
@@ -48,7 +48,9 @@ class Sender:
     async def recover(self) -> None:
         """Settle rows a crash left mid-send: found in Slack means sent, else send again."""
         for row in outbox.in_flight(self.db):
-            ts = await asyncio.to_thread(self.notifier.find_sent, row.key)
+            # Reminders and resolved pages are thread replies: look for them in their thread.
+            thread = None if row.event == "firing" else outbox.thread_of(self.db, row.incident)
+            ts = await asyncio.to_thread(self.notifier.find_sent, row.key, thread)
             now = outbox.iso(self.clock.now())
             if ts is not None:
                 outbox.mark(self.db, row.id, status="sent", ts=ts, sent_at=now)

@@ -1,0 +1,246 @@
+"""The LLM endpoints dashboard: health, latency, quality, fingerprints, the watchdog, drift."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from watchdog.dashboards.panels import (
+    Panel,
+    annotation,
+    base_variables,
+    dashboard,
+    graph,
+    listing,
+    over_interval,
+    quantile,
+    query_variable,
+    selector,
+    single,
+    timeline,
+)
+
+UID = "mlops-watchdog-endpoints"
+FILENAME = f"{UID}.json"
+OK_STATES = {0: ("failing", "red"), 1: ("ok", "green")}
+
+
+def ep(metric: str) -> str:
+    """A selector for a series labelled by endpoint."""
+    return selector(metric, "endpoint")
+
+
+def latency(title: str, histogram: str, slo: str = "", description: str = "") -> Panel:
+    queries = [
+        (quantile(0.5, histogram, "endpoint", by="endpoint"), "{{endpoint}} p50"),
+        (quantile(0.95, histogram, "endpoint", by="endpoint"), "{{endpoint}} p95"),
+    ]
+    if slo:
+        queries.append((f"max by (endpoint) ({ep(slo)})", "{{endpoint}} SLO"))
+    dashed = ["C"] if slo else []
+    return graph(title, "s", *queries, dashed=dashed, description=description)
+
+
+def health() -> list[Panel]:
+    return [
+        timeline(
+            "Probe success",
+            "bool",
+            (f"min by (endpoint) ({ep('mlops_watchdog_probe_success')})", "{{endpoint}}"),
+            states=OK_STATES,
+            span=12,
+            description="Failing when any prompt of the endpoint failed its last probe.",
+        ),
+        single(
+            "Alerts firing",
+            "none",
+            (f"sum by (endpoint) ({ep('mlops_watchdog_alerts_firing')})", "{{endpoint}}"),
+            span=4,
+            steps=[(None, "green"), (1, "red")],
+            description="Alert kinds firing per endpoint; the Slack page says which.",
+        ),
+        graph(
+            "Probe results",
+            "reqps",
+            (
+                "sum by (endpoint, result) "
+                f"({over_interval('rate', ep('mlops_watchdog_probes_total'))})",
+                "{{endpoint}} {{result}}",
+            ),
+            span=8,
+            description="Probes per second by result: ok, check_failed or error.",
+        ),
+    ]
+
+
+def latencies() -> list[Panel]:
+    return [
+        latency(
+            "Time to first token",
+            "mlops_watchdog_probe_ttft_seconds",
+            "mlops_watchdog_slo_ttft_seconds",
+            "Answered probes only; the dashed line is the endpoint's configured objective.",
+        ),
+        latency(
+            "End-to-end latency",
+            "mlops_watchdog_probe_e2e_seconds",
+            "mlops_watchdog_slo_e2e_seconds",
+            "Answered probes only; the dashed line is the endpoint's configured objective.",
+        ),
+        latency(
+            "Inter-token latency",
+            "mlops_watchdog_probe_itl_seconds",
+            description="Gaps between streamed content chunks.",
+        ),
+        latency(
+            "Time to response headers",
+            "mlops_watchdog_probe_ttfb_seconds",
+            description="Queueing and prompt work before the server answers at all.",
+        ),
+    ]
+
+
+def quality() -> list[Panel]:
+    return [
+        graph(
+            "Format accuracy",
+            "percentunit",
+            (ep("mlops_watchdog_format_accuracy_ratio"), "{{endpoint}} {{golden_set}}"),
+            ratio=True,
+            description="Share of answered prompts whose checks all passed, per golden set.",
+        ),
+        graph(
+            "Check pass ratio per prompt",
+            "percentunit",
+            (ep("mlops_watchdog_check_pass_ratio"), "{{endpoint}} {{prompt_id}}"),
+            ratio=True,
+        ),
+        graph(
+            "Probe errors by class",
+            "reqps",
+            (
+                "sum by (endpoint, class) "
+                f"({over_interval('rate', ep('mlops_watchdog_probe_errors_total'))})",
+                "{{endpoint}} {{class}}",
+            ),
+        ),
+        graph(
+            "Output tokens per second",
+            "suffix: tok/s",
+            (ep("mlops_watchdog_probe_output_tokens_per_second"), "{{endpoint}} {{prompt_id}}"),
+            description="Decode speed of the last answer to each prompt.",
+        ),
+    ]
+
+
+def fingerprints() -> list[Panel]:
+    return [
+        listing(
+            "What answers",
+            "none",
+            (ep("mlops_watchdog_fingerprint_info"), ""),
+            columns={
+                "endpoint": "Endpoint",
+                "model": "Model",
+                "fingerprint": "Fingerprint",
+                "instance": "Watchdog",
+            },
+            height=6,
+            description="The current fingerprint of each endpoint; changes are marked on every graph.",
+        )
+    ]
+
+
+def watchdog_itself() -> list[Panel]:
+    plain = selector  # the watchdog's own series carry no endpoint label
+    return [
+        single(
+            "Last cycle age",
+            "s",
+            (f"time() - {plain('mlops_watchdog_last_cycle_timestamp_seconds')}", "{{instance}}"),
+            span=8,
+            steps=[(None, "green"), (300, "orange"), (900, "red")],
+            description="Time since a probe run last finished; compare with the shortest `every`.",
+        ),
+        graph(
+            "Scheduler lateness p95",
+            "s",
+            (
+                quantile(0.95, "mlops_watchdog_scheduler_lateness_seconds", by="instance"),
+                "{{instance}}",
+            ),
+            span=8,
+        ),
+        graph(
+            "Missed runs",
+            "ops",
+            (
+                over_interval("rate", ep("mlops_watchdog_scheduler_missed_runs_total")),
+                "{{instance}} {{endpoint}}",
+            ),
+            span=8,
+            description="Runs skipped: misfired, or the previous run still going.",
+        ),
+        graph(
+            "Storage write time p95",
+            "s",
+            (quantile(0.95, "mlops_watchdog_storage_write_seconds", by="instance"), "{{instance}}"),
+            span=8,
+        ),
+        graph(
+            "Outbox pending",
+            "short",
+            (plain("mlops_watchdog_outbox_pending"), "{{instance}}"),
+            span=8,
+            description="Pages queued and not yet delivered.",
+        ),
+        graph(
+            "Notifications by result",
+            "ops",
+            (
+                "sum by (instance, result) "
+                f"({over_interval('rate', plain('mlops_watchdog_notifications_total'))})",
+                "{{instance}} {{result}}",
+            ),
+            span=8,
+        ),
+    ]
+
+
+def drift() -> list[Panel]:
+    legend = "{{endpoint}} {{golden_set}} {{signal}}"
+    return [
+        graph("Drift status", "none", (ep("mlops_watchdog_drift_status"), legend)),
+        graph("Drift score", "none", (ep("mlops_watchdog_drift_score"), legend)),
+    ]
+
+
+def render() -> dict[str, Any]:
+    change = ep("mlops_watchdog_fingerprint_change_timestamp_seconds")
+    board = dashboard(
+        "mlops-watchdog: LLM endpoints",
+        UID,
+        "Golden-prompt probes of self-hosted LLM endpoints, and the watchdog that runs them.",
+        [
+            *base_variables(),
+            query_variable(
+                "endpoint",
+                "Endpoint",
+                'label_values(mlops_watchdog_probe_success{job=~"$job",instance=~"$instance"}, endpoint)',
+            ),
+        ],
+        [
+            ("Health", health()),
+            ("Latency", latencies()),
+            ("Quality", quality()),
+            ("Fingerprint", fingerprints()),
+            ("Watchdog", watchdog_itself()),
+            ("Drift", drift()),
+        ],
+        [annotation("fingerprint changed", f"{over_interval('changes', change)} > 0", "purple")],
+    )
+    # The SDK's AnnotationQuery has no Prometheus fields; without titleFormat each mark would be
+    # titled with the raw series.
+    board["annotations"]["list"][0].update(
+        {"titleFormat": "fingerprint changed", "textFormat": "{{endpoint}}", "tagKeys": "endpoint"}
+    )
+    return board
