@@ -31,6 +31,14 @@ lint: venv
 test: venv peers lint
 	$(BIN)/pytest -W error
 
+# On a machine with an NVIDIA GPU and driver (CI has none): tests/gpu against nvidia-smi, then the
+# NVML sample-cost bench. The tests' load needs PyTorch with CUDA in GPU_TORCH_PYTHON.
+GPU_TORCH_PYTHON ?= $(BIN)/python
+.PHONY: gpu-test
+gpu-test: venv
+	GPU_TEST_TORCH_PYTHON=$(GPU_TORCH_PYTHON) $(BIN)/python -m pytest --noconftest -c tests/gpu/pytest.ini tests/gpu
+	$(BIN)/python -m bench.gpu_sample
+
 demo: venv peers
 	bash deploy/demo.sh
 

@@ -11,6 +11,8 @@ import pytest
 from tests.peers import LlamaServer, PeerMissing, start_llama_server, stop
 
 IN_CI = os.environ.get("CI") == "true"
+# tests/gpu needs a real NVIDIA GPU: `make gpu-test` runs it on one (CI has none).
+collect_ignore = ["gpu"]
 
 
 def need(message: str) -> None:

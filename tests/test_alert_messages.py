@@ -19,6 +19,18 @@ def test_rendered_message_is_golden(event: str) -> None:
     assert Renderer().render(sample_facts(event)) == expected
 
 
+@pytest.mark.parametrize("event", EVENTS)
+def test_gpu_message_is_golden(event: str) -> None:
+    expected = json.loads((GOLDEN / f"gpu-{event}.json").read_text(encoding="utf-8"))
+    assert Renderer().render(sample_facts(event, "gpu")) == expected
+
+
+def test_pages_queued_before_the_gpu_upgrade_still_render() -> None:
+    facts = sample_facts("firing")
+    del facts["scope"]  # outbox rows written by an older version
+    assert Renderer().render(facts) == Renderer().render(sample_facts("firing"))
+
+
 def test_model_text_cannot_ping_the_channel() -> None:
     facts = {
         **sample_facts("firing"),

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import types
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pynvml
 import pytest
 
+from tests.fakenvml import UUID, FakeNvml
 from watchdog import cli, table
 from watchdog.result import Answer, CheckOutcome, ProbeResult
 
@@ -102,6 +105,33 @@ def test_dashboards_build_without_the_sdk_says_what_to_install(
         monkeypatch.delattr(watchdog.dashboards, name.rsplit(".", 1)[1], raising=False)
     assert cli.main(["dashboards", "build", "--check"]) == 2
     assert "pip install 'mlops-watchdog[dashboards]'" in capsys.readouterr().err
+
+
+def test_gpu_without_a_driver_says_so_and_exits_1(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fake = FakeNvml()
+    fake.init_error = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
+    monkeypatch.setattr("watchdog.nvml.pynvml", fake)
+    assert cli.main(["gpu"]) == 1
+    out = capsys.readouterr()
+    assert out.out == "" and "Traceback" not in out.err
+    assert out.err.strip().splitlines() == [
+        "mlops-watchdog: no GPU telemetry: NVML Shared Library Not Found (NVML error 12); this "
+        "needs an NVIDIA driver (nvidia-smi should work) and read access to /dev/nvidia*"
+    ]
+
+
+def test_gpu_json_is_one_object_per_gpu(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr("watchdog.nvml.pynvml", FakeNvml())
+    assert cli.main(["gpu", "--json"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    gpu = json.loads(line)
+    assert gpu["uuid"] == UUID and gpu["driver"] == "580.159.04"
+    assert gpu["unsupported"] == ["fan", "retired_pages_dbe"] and "fan_ratio" not in gpu
+    assert gpu["clock_events"] == ["gpu_idle"] and gpu["processes"] == []
 
 
 def test_table_golden() -> None:

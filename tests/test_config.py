@@ -13,9 +13,9 @@ from watchdog.yamlfile import InvalidFile
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
 ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
-    "top": "storage, listen, include, endpoints, probes, alerting",
+    "top": "storage, listen, include, endpoints, probes, alerting, gpu",
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
-    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo",
+    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus",
 }
 APIS = "supported: openai-chat, openai-completions"
 NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
@@ -122,10 +122,22 @@ CASES: dict[str, list[str]] = {
         "golden/bad.yaml:11: prompts[1].messages[0].role: "
         "must be 'system', 'user', 'assistant' or 'developer'",
     ],
+    "bad-gpu.yaml": [
+        f"bad-gpu.yaml:2: gpu.interval: 'fast' {NOT_A_DURATION}",
+        "bad-gpu.yaml:3: gpu.currency: 'euro' is not a currency code; write e.g. EUR or USD",
+        "bad-gpu.yaml:4: gpu.leak.min_growth: 'lots' is not a size; write e.g. 512MiB or 2GiB",
+        "bad-gpu.yaml:5: gpu.throttle.reasons: unknown reason(s) ['hot']; known: gpu_idle, "
+        "applications_clocks_setting, sw_power_cap, hw_slowdown, sync_boost, sw_thermal_slowdown, "
+        "hw_thermal_slowdown, hw_power_brake_slowdown, display_clock_setting",
+        'bad-gpu.yaml:6: gpu.idle.max_utilization: 5 is not a ratio from 0 to 1; write e.g. 0.05 or "5%"',
+        "bad-gpu.yaml:8: endpoints[0].gpus[1]: 'cuda:1' is not a GPU: give its UUID (GPU-…, from "
+        "`mlops-watchdog gpu` or `nvidia-smi -L`) or its NVML index (0, 1, …)",
+    ],
     "bad-alerting.yaml": [
         "bad-alerting.yaml:2: alerting.failure_threshold: must be greater than or equal to 1",
         "bad-alerting.yaml:3: alerting.severity: unknown alert kind(s) ['outage']; known: "
-        "unreachable, timeout, http_error, bad_response, format, latency_slo",
+        "unreachable, timeout, http_error, bad_response, format, latency_slo, gpu_vram_leak, "
+        "gpu_vram_contention, gpu_idle_while_serving, gpu_throttling, gpu_hardware, gpu_missing",
         "bad-alerting.yaml:4: alerting.slack: give `webhook_url`, or `bot_token` with `channel`",
         "bad-alerting.yaml:9: alerting.maintenance[1].cron: invalid cron expression '0 25 * * *': "
         "Error validating expression '25': the last value (25) is higher than the maximum value (23)",

@@ -16,6 +16,7 @@ import yaml
 
 from tests.conftest import need
 from tests.peers import free_port
+from tests.test_dashboards import HISTOGRAMS, KNOWN_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES_DIR = ROOT / "alerts" / "prometheus"
@@ -23,8 +24,23 @@ RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
 RULE_TEST_FILES = sorted(RULES_DIR.glob("*test*.yml"))
 ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager" / "alertmanager.example.yml"
 RUNBOOK_BASE = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
-ALERTNAMES = {"WatchdogDown", "EndpointDown", "FormatAccuracyLow", "LatencySLOBreached"}
-ENDPOINT_ALERTS = ALERTNAMES - {"WatchdogDown"}
+ENDPOINT_ALERTS = {"EndpointDown", "FormatAccuracyLow", "LatencySLOBreached"}
+GPU_ALERTS = {
+    "GpuTelemetryDown",
+    "GpuMissing",
+    "GpuXidError",
+    "GpuMemoryFault",
+    "GpuVramLeak",
+    "GpuVramContention",
+    "GpuIdleWhileServing",
+    "GpuThrottling",
+}
+ALERTNAMES = {"WatchdogDown"} | ENDPOINT_ALERTS | GPU_ALERTS
+# Each rules file, its one group, and the alerts in it.
+GROUPS = {
+    "mlops-watchdog.rules.yml": ("mlops-watchdog", {"WatchdogDown"} | ENDPOINT_ALERTS),
+    "mlops-watchdog-gpu.rules.yml": ("mlops-watchdog-gpu", GPU_ALERTS),
+}
 
 # PromQL words that look like names but are not metrics.
 PROMQL_KEYWORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan"}
@@ -180,9 +196,28 @@ def test_watchdog_down_inhibits_endpoint_alerts_of_its_instance(alertmanager: st
 
 
 def test_rules_define_exactly_the_fleet_alerts() -> None:
-    groups = [group["name"] for path in RULE_FILES for group in load(path)["groups"]]
-    assert groups == ["mlops-watchdog"]
+    found = {}
+    for path in RULE_FILES:
+        (group,) = load(path)["groups"]
+        found[path.name] = (group["name"], {rule["alert"] for rule in group["rules"]})
+    assert found == GROUPS
     assert {rule["alert"] for rule in alert_rules()} == ALERTNAMES
+
+
+def test_each_rules_file_has_its_own_unit_tests() -> None:
+    tested = {name: path.name for path in RULE_TEST_FILES for name in load(path)["rule_files"]}
+    assert tested == {
+        path.name: path.name.replace(".rules.yml", ".rules.test.yml") for path in RULE_FILES
+    }
+
+
+def test_gpu_alerts_have_gpu_kinds_and_name_their_gpu() -> None:
+    per_host = {"GpuTelemetryDown", "GpuMissing"}
+    for rule in alert_rules():
+        if rule["alert"] in GPU_ALERTS:
+            assert rule["labels"]["kind"].startswith("gpu_"), rule["alert"]
+            if rule["alert"] not in per_host:
+                assert "$labels.gpu" in rule["annotations"]["summary"], rule["alert"]
 
 
 @pytest.mark.parametrize("rule", alert_rules(), ids=lambda r: f"{r['alert']}-{r['labels']}")
@@ -206,6 +241,9 @@ def test_rules_use_only_watchdog_metrics(rule: dict[str, Any]) -> None:
     assert names, f"no metric found in {exprs}"
     foreign = {n for n in names if not n.startswith("mlops_watchdog_") and n not in {"up", "time"}}
     assert not foreign, f"{rule['alert']} uses {sorted(foreign)}"
+    # The same metric contract as the dashboards': a misspelt name would never match a series.
+    known = KNOWN_METRICS.keys() | {f"{h}_bucket" for h in HISTOGRAMS} | {"up", "time"}
+    assert names <= known, f"{rule['alert']} reads unknown {sorted(names - known)}"
 
 
 def test_metric_name_parser_sees_selectors_and_skips_functions_and_labels() -> None:
@@ -231,6 +269,23 @@ def test_unit_tests_cover_each_alert_firing_and_silent() -> None:
                     assert set(exp["exp_annotations"]) == {"summary", "description", "runbook_url"}
     assert firing == ALERTNAMES
     assert silent == ALERTNAMES
+
+
+def test_unit_tests_fire_every_rule() -> None:
+    """Rules that share an alertname (causes, severities) each have a case that fires them."""
+    fired = [
+        (check["alertname"], exp["exp_labels"])
+        for path in RULE_TEST_FILES
+        for case in load(path)["tests"]
+        for check in case.get("alert_rule_test", [])
+        for exp in check.get("exp_alerts") or []
+    ]
+    for rule in alert_rules():
+        wanted = {k: str(v) for k, v in rule["labels"].items()}
+        assert any(
+            name == rule["alert"] and wanted.items() <= {k: str(v) for k, v in got.items()}.items()
+            for name, got in fired
+        ), f"no unit test fires {rule['alert']} {wanted}"
 
 
 def test_alertmanager_example_groups_repeats_and_inhibits() -> None:

@@ -83,7 +83,8 @@ def test_silence_commands(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         main(["silence", "add", *config, "--endpoint", "nope", "--for", "2h", "--reason", "x"]) == 2
     )
     assert (
-        "--endpoint: no endpoint named 'nope' (known: llama-cpp, or *)" in capsys.readouterr().err
+        "--endpoint: no endpoint named 'nope' (known: llama-cpp, a GPU's UUID, gpus, or *)"
+        in capsys.readouterr().err
     )
     assert (
         main(["silence", "add", *config, "--endpoint", "*", "--for", "soon", "--reason", "x"]) == 2

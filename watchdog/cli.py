@@ -1,4 +1,4 @@
-"""The `mlops-watchdog` command: run, once, check, report, init, silence, dashboards."""
+"""The `mlops-watchdog` command: run, once, check, report, init, silence, gpu, dashboards."""
 
 from __future__ import annotations
 
@@ -195,6 +195,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _load(args)
     store = _open_store(config)
     notifier = build(config.alerting)
+    nvml = None
+    if config.gpu.enabled is not False:
+        from watchdog.nvml import Nvml
+
+        every = config.gpu.interval  # error counters and processes twice a minute, PCIe every 5m
+        nvml = Nvml(slow_every=max(1, round(30 / every)), pcie_every=max(1, round(300 / every)))
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -202,7 +208,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with http_client() as client:
-            await Daemon(config, client, store, SystemClock(), notifier).serve(stop)
+            await Daemon(config, client, store, SystemClock(), notifier, nvml=nvml).serve(stop)
 
     from watchdog.web import ListenError
 
@@ -224,10 +230,12 @@ def cmd_silence(args: argparse.Namespace) -> int:
     store = _open_store(config)
     try:
         if args.action == "add":
-            if args.endpoint != "*" and args.endpoint not in config.endpoints:
+            gpu = args.endpoint == "gpus" or args.endpoint.startswith(("GPU-", "MIG-"))
+            if args.endpoint != "*" and not gpu and args.endpoint not in config.endpoints:
                 known = ", ".join(sorted(config.endpoints))
                 raise Exit(
-                    f"--endpoint: no endpoint named {args.endpoint!r} (known: {known}, or *)"
+                    f"--endpoint: no endpoint named {args.endpoint!r} (known: {known}, "
+                    "a GPU's UUID, gpus, or *)"
                 )
             if args.kind and args.kind not in KINDS:
                 raise Exit(f"--kind: unknown kind {args.kind!r}; known: {', '.join(KINDS)}")
@@ -254,6 +262,33 @@ def cmd_silence(args: argparse.Namespace) -> int:
                 )
     finally:
         store.close()
+    return EXIT_OK
+
+
+def cmd_gpu(args: argparse.Namespace) -> int:
+    from watchdog import table
+    from watchdog.nvml import Nvml
+
+    nvml_log = logging.getLogger("mlops_watchdog.nvml")
+    level = nvml_log.level
+    nvml_log.setLevel(logging.ERROR)  # "telemetry off" is the daemon's line; ours is the exit
+    nvml = Nvml()
+    try:
+        snapshot = nvml.sample(full=True) if nvml.start() else None
+        if snapshot is None:
+            raise Exit(
+                f"no GPU telemetry: {nvml.last_error}; this needs an NVIDIA driver "
+                "(nvidia-smi should work) and read access to /dev/nvidia*",
+                EXIT_FAILED,
+            )
+    finally:
+        nvml.close()
+        nvml_log.setLevel(level)
+    if args.json:
+        for g in snapshot.gpus:
+            print(json.dumps({**g.as_dict(), "driver": snapshot.driver}))
+    else:
+        print(table.gpus(snapshot.gpus, snapshot.driver))
     return EXIT_OK
 
 
@@ -342,7 +377,9 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("silence", parents=[common], help="add, list or remove alert silences")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     a = actions.add_parser("add", parents=[common], help="silence an endpoint's alerts for a while")
-    a.add_argument("--endpoint", required=True, help="endpoint name, or * for all")
+    a.add_argument(
+        "--endpoint", required=True, help="endpoint name, a GPU's UUID, gpus (GPU count), or *"
+    )
     a.add_argument("--kind", help="only this alert kind (default: every kind)")
     a.add_argument("--for", required=True, metavar="DURATION", help="e.g. 2h or 30m")
     a.add_argument("--reason", required=True, help="why, for whoever reads the list")
@@ -354,6 +391,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--force", action="store_true", help="overwrite existing starter files")
     s.set_defaults(func=cmd_init)
+    s = sub.add_parser("gpu", help="print one NVML sample of every GPU")
+    s.add_argument("--json", action="store_true", help="print JSON Lines, one object per GPU")
+    s.set_defaults(func=cmd_gpu)
     s = sub.add_parser("dashboards", help="regenerate the Grafana dashboards")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
     b = actions.add_parser("build", help="write dashboards/*.json from the generator")

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from watchdog.alerting.settings import Alerting, Slo
+from watchdog.detectors.settings import Gpu
 from watchdog.durations import parse_duration
 from watchdog.golden import GoldenSet, load_golden_set
 from watchdog.validate import Strict, parse
@@ -23,6 +24,20 @@ SHIPPED_GOLDEN_SETS = Path(__file__).parent / "data" / "golden_sets"
 APIS = ("openai-chat", "openai-completions")
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _gpu_ref(value: object) -> str | int:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str) and re.fullmatch(r"(GPU|MIG)-[0-9a-fA-F-]{8,}", value):
+        return value
+    raise ValueError(
+        f"{value!r} is not a GPU: give its UUID (GPU-…, from `mlops-watchdog gpu` or "
+        "`nvidia-smi -L`) or its NVML index (0, 1, …)"
+    )
+
+
+GpuRef = Annotated[str | int, BeforeValidator(_gpu_ref)]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
@@ -52,6 +67,10 @@ class Endpoint(Strict):
     max_body_bytes: int = Field(4_000_000, gt=0)
     concurrency: int = Field(1, ge=1, le=64)
     slo: Slo = Slo()
+    # The GPUs that serve this endpoint, by UUID or NVML index: energy per token and the
+    # idle-while-serving check. UUIDs are safer: NVML's order is the PCI bus order, which
+    # CUDA_VISIBLE_DEVICES does not change.
+    gpus: list[GpuRef] = []
 
     @field_validator("api")
     @classmethod
@@ -110,6 +129,7 @@ class TopLevel(Strict):
     endpoints: list[Any] = []
     probes: list[Any] = []
     alerting: Alerting = Alerting()
+    gpu: Gpu = Gpu()
 
 
 def _listen(value: str) -> str:
@@ -135,6 +155,7 @@ class Config:
     golden_sets: dict[str, GoldenSet]  # by the probe's `golden_set` value
     secrets: set[str] = field(default_factory=set, repr=False)
     alerting: Alerting = field(default_factory=Alerting)
+    gpu: Gpu = field(default_factory=Gpu)
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -249,7 +270,15 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
     assert top is not None
     secrets = set().union(*(d.secrets for d in docs))
     return Config(
-        path, top.storage, top.listen, endpoints, probes, golden_sets, secrets, top.alerting
+        path,
+        top.storage,
+        top.listen,
+        endpoints,
+        probes,
+        golden_sets,
+        secrets,
+        top.alerting,
+        top.gpu,
     )
 
 

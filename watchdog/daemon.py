@@ -17,7 +17,10 @@ from watchdog.alerting.messages import Renderer
 from watchdog.alerting.sender import Notifier, Sender
 from watchdog.clock import Clock
 from watchdog.config import Config, Probe
+from watchdog.gpu_metrics import GpuCollector
 from watchdog.metrics import AlertingCollector, ProbeCollector, ProbeMetrics
+from watchdog.nvml import Nvml
+from watchdog.probers.gpu import GpuWatch
 from watchdog.report import health, write_csv
 from watchdog.runner import Run, Runner
 from watchdog.scheduler import Scheduler
@@ -64,6 +67,7 @@ class Daemon:
         clock: Clock,
         notifier: Notifier | None = None,
         registry: CollectorRegistry | None = None,
+        nvml: Nvml | None = None,
     ):
         self.config = config
         self.store = store
@@ -87,7 +91,9 @@ class Daemon:
         ):
             since = datetime.fromisoformat(row["first_seen"].replace("Z", "+00:00")).timestamp()
             self.metrics.remember_fingerprint(row["endpoint"], row["fingerprint"], "", since)
+        self.gpu = GpuWatch(config, nvml, store)
         self.registry.register(ProbeCollector(self.metrics))
+        self.registry.register(GpuCollector(self.gpu))
         self.registry.register(
             AlertingCollector(
                 store.db,
@@ -97,12 +103,15 @@ class Daemon:
         )
 
     async def probe_once(self, probe: Probe) -> Run:
+        meter = self.gpu.meter(probe.endpoint, self.clock.now().timestamp())
         run = await self.runner.run(probe)
         started = time.perf_counter()
         endpoint = self.config.endpoints[probe.endpoint]
         try:
             with self.store.transaction():  # results, alert state and pages: all or nothing
                 self.store.record_run(run.run_id, run.results, run.identity)
+                if meter:
+                    self.gpu.finish(meter, run.results, run.run_id, self.clock.now().timestamp())
                 queued = self.alerter.observe(endpoint, run.results, self.clock.now())
             if queued and self.sender:
                 self.sender.wake.set()
@@ -115,6 +124,23 @@ class Daemon:
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
         log.info("%s", summary(probe, run))
         return run
+
+    async def gpu_once(self) -> None:
+        """Sample every GPU, store it, and let the detectors' findings drive the GPU alerts."""
+        snapshot = await self.gpu.sample()
+        now = self.clock.now()
+        try:
+            with self.store.transaction():
+                queued = []
+                for kind, findings in self.gpu.record(snapshot, now.timestamp()).items():
+                    queued += self.alerter.observe_findings(
+                        kind, findings, now, self.config.endpoints
+                    )
+            if queued and self.sender:
+                self.sender.wake.set()
+        except StoreError as exc:
+            self.store_ok = False
+            log.error("GPU sample not stored: %s", exc)
 
     def _missed(self, job_id: str) -> None:
         endpoint = self.jobs.get(job_id)
@@ -159,6 +185,17 @@ class Daemon:
                     start=now,
                 )
 
+        if self.gpu.nvml is not None:
+            self.scheduler.every("gpu", self.gpu_once, self.config.gpu.interval, start=now)
+
+            async def downsample() -> None:
+                try:
+                    self.gpu.downsample(self.clock.now().timestamp())
+                except StoreError as exc:
+                    log.error("GPU samples not downsampled: %s", exc)
+
+            self.scheduler.every("gpu-downsample", downsample, 3600, start=now)
+
         async def report() -> None:
             self._refresh_report()
 
@@ -177,6 +214,7 @@ class Daemon:
             application = web.app(self.registry, self.store, endpoints, self.ready, self.clock.now)
             listener = await web.serve(application, self.config.listen)
             log.info("metrics and status page on http://%s/", self.config.listen)
+        self.gpu.start(self.clock.now().timestamp())
         self.schedule()
         self.scheduler.start()
         log.info(
@@ -196,4 +234,5 @@ class Daemon:
                 log.warning("undelivered pages stay queued for the next start")
         if listener:
             await listener.cleanup()
+        self.gpu.close()
         self._refresh_report()

@@ -20,7 +20,7 @@ from sqlite_utils import Database
 
 from watchdog import __version__
 from watchdog.alerting import outbox
-from watchdog.alerting.kinds import KINDS
+from watchdog.alerting.kinds import ENDPOINT_KINDS
 from watchdog.config import Config
 from watchdog.result import ERROR_CLASSES, ProbeResult
 
@@ -152,9 +152,8 @@ class ProbeMetrics:
 
 
 class ProbeCollector(Collector):
-    def __init__(self, metrics: ProbeMetrics, gpu_up: Callable[[], bool] = lambda: False):
+    def __init__(self, metrics: ProbeMetrics):
         self.m = metrics
-        self.gpu_up = gpu_up
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
@@ -259,9 +258,6 @@ class ProbeCollector(Collector):
         )
         write.add_metric([], m.write.buckets(), m.write.total)
         yield write
-        yield GaugeMetricFamily(
-            PREFIX + "gpu_telemetry_up", "1 while NVML answers.", value=float(self.gpu_up())
-        )
 
 
 def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
@@ -296,10 +292,12 @@ class AlertingCollector(Collector):
             (r["endpoint"], r["kind"])
             for r in self.db.query("select endpoint, kind from alerts where state = 'firing'")
         }
+        # Per endpoint: its own kinds and idle-while-serving; GPU subjects show in gpu_detected.
+        kinds = [*ENDPOINT_KINDS, "gpu_idle_while_serving"]
         firing = {
             (endpoint, kind): float((endpoint, kind) in now_firing)
             for endpoint in self.endpoints()
-            for kind in KINDS
+            for kind in kinds
         }
         yield _gauge(
             "alerts_firing",

@@ -13,8 +13,9 @@ from sqlite_utils import Database
 from watchdog.alerting import outbox, silences
 from watchdog.alerting.kinds import KINDS, Observation, observe
 from watchdog.alerting.machine import FIRING, Event, Policy, State, step
-from watchdog.alerting.settings import Alerting
+from watchdog.alerting.settings import Alerting, Slo
 from watchdog.config import Endpoint
+from watchdog.detectors import Finding
 from watchdog.result import ProbeResult
 
 log = logging.getLogger("mlops_watchdog.alerting")
@@ -50,32 +51,54 @@ class Alerter:
         """Advance every kind of this endpoint; call inside the transaction storing `results`.
 
         Returns the outbox keys it queued (sent or suppressed)."""
+        return self._advance(endpoint.name, observe(results, endpoint.slo), now, endpoint)
+
+    def observe_findings(
+        self, kind: str, findings: list[Finding], now: datetime, endpoints: dict[str, Endpoint]
+    ) -> list[str]:
+        """Advance one GPU kind for each subject a detector spoke about: a GPU or an endpoint."""
+        queued = []
+        for f in findings:
+            observation = Observation(f.failing, f.summary)
+            queued += self._advance(f.subject, {kind: observation}, now, endpoints.get(f.subject))
+        return queued
+
+    def _advance(
+        self,
+        subject: str,
+        observations: dict[str, Observation],
+        now: datetime,
+        endpoint: Endpoint | None,
+    ) -> list[str]:
         quiet_silences = silences.active(self.db, now)
         queued = []
-        for kind, observation in observe(results, endpoint.slo).items():
-            before = self.load(endpoint.name, kind)
+        for kind, observation in observations.items():
+            before = self.load(subject, kind)
             quiet = silences.why_quiet(
-                endpoint.name, kind, now, quiet_silences, self.settings.maintenance
+                subject, kind, now, quiet_silences, self.settings.maintenance
             )
             if quiet is None and not self.can_send:
                 quiet = "no notifier configured (alerting.slack)"
             after, events = step(
-                before, observation, now, self.policy, quiet is not None, f"{endpoint.name}:{kind}"
+                before, observation, now, self.policy, quiet is not None, f"{subject}:{kind}"
             )
-            self._save(endpoint.name, kind, after, observation, now)
+            self._save(subject, kind, after, observation, now)
             for event in events:
-                facts = self.facts(endpoint, kind, before, after, event, observation, now, quiet)
+                facts = self.facts(
+                    subject, endpoint, kind, before, after, event, observation, now, quiet
+                )
                 key = f"{facts['incident']}:{event.name}:{outbox.iso(now)}"
                 outbox.enqueue(self.db, key, event.name, facts, event.deliver, now)
                 queued.append(key)
                 how = "queued" if event.deliver else f"recorded, not sent: {quiet}"
                 level = logging.INFO if event.name == "resolved" else logging.WARNING
-                log.log(level, "%s %s: %s (%s)", endpoint.name, kind, event.name, how)
+                log.log(level, "%s %s: %s (%s)", subject, kind, event.name, how)
         return queued
 
     def facts(
         self,
-        endpoint: Endpoint,
+        subject: str,
+        endpoint: Endpoint | None,
         kind: str,
         before: State,
         after: State,
@@ -87,17 +110,19 @@ class Alerter:
         incident_state = after if after.state == FIRING else before
         since = incident_state.since
         grafana = None
-        if self.settings.grafana_url:
+        if self.settings.grafana_url and endpoint is not None:
             separator = "&" if "?" in self.settings.grafana_url else "?"
             grafana = f"{self.settings.grafana_url}{separator}var-endpoint={urllib.parse.quote(endpoint.name)}"
+        slo = endpoint.slo if endpoint is not None else Slo()
         return {
             "event": event.name,
             "incident": incident_state.incident,
-            "endpoint": endpoint.name,
+            "endpoint": subject,
+            "scope": "gpu" if KINDS[kind].gpu else "endpoint",
             "kind": kind,
             "kind_title": KINDS[kind].title,
             "severity": self.settings.severity.get(kind, KINDS[kind].severity),
-            "model": observation.model or endpoint.model,
+            "model": observation.model or (endpoint.model if endpoint else None),
             "failures": incident_state.failures,
             "since": outbox.iso(since) if since else None,
             "at": outbox.iso(now),
@@ -107,8 +132,8 @@ class Alerter:
             "error_detail": observation.error_detail,
             "ttft_p50_s": observation.ttft_p50_s,
             "e2e_p50_s": observation.e2e_p50_s,
-            "slo_ttft_s": endpoint.slo.ttft_s,
-            "slo_e2e_s": endpoint.slo.e2e_s,
+            "slo_ttft_s": slo.ttft_s,
+            "slo_e2e_s": slo.e2e_s,
             "grafana_url": grafana,
             "quiet": quiet,
         }

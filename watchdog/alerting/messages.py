@@ -69,19 +69,45 @@ class Renderer:
         """Render every event with sample facts; each problem names its template."""
         problems = []
         for event in EVENTS:
-            try:
-                self.render(sample_facts(event))
-            except TemplateProblem as exc:
-                problems.append(str(exc))
-        return problems
+            for scope in ("endpoint", "gpu"):
+                try:
+                    self.render(sample_facts(event, scope))
+                except TemplateProblem as exc:
+                    problems.append(str(exc))
+        return list(dict.fromkeys(problems))  # a template broken for both scopes: one line
 
 
-def sample_facts(event: str) -> dict[str, Any]:
+def sample_facts(event: str, scope: str = "endpoint") -> dict[str, Any]:
     """Facts with every field set, as the alerter writes them (also for golden tests)."""
+    if scope == "gpu":
+        return {
+            "event": event,
+            "incident": "GPU-9d0155fb-bd15-a06d-ef5d-5ff82a735a68:gpu_vram_leak:20261123T120000Z",
+            "endpoint": "GPU-9d0155fb-bd15-a06d-ef5d-5ff82a735a68",
+            "scope": "gpu",
+            "kind": "gpu_vram_leak",
+            "kind_title": "VRAM leak",
+            "severity": "warning",
+            "model": None,
+            "failures": 3,
+            "since": "2026-11-23T12:00:00Z",
+            "at": "2026-11-23T12:00:15Z",
+            "duration_s": 900.0 if event == "resolved" else None,
+            "summary": "GPU 0 (NVIDIA H100 80GB HBM3): used VRAM grew 20.0 GiB in 30m while "
+            "load stayed flat at 99%; most growth: pid 396 python3",
+            "error_class": None,
+            "error_detail": None,
+            "ttft_p50_s": None,
+            "e2e_p50_s": None,
+            "slo_ttft_s": None,
+            "slo_e2e_s": None,
+            "grafana_url": None,
+        }
     return {
         "event": event,
         "incident": "vllm-a:format:20261123T120000Z",
         "endpoint": "vllm-a",
+        "scope": "endpoint",
         "kind": "format",
         "kind_title": "format checks failing",
         "severity": "warning",

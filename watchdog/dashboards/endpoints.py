@@ -1,4 +1,4 @@
-"""The LLM endpoints dashboard: health, latency, quality, fingerprints, the watchdog, drift."""
+"""The LLM endpoints dashboard: health, latency, quality, fingerprints, GPU cost, the watchdog, drift."""
 
 from __future__ import annotations
 
@@ -206,6 +206,37 @@ def watchdog_itself() -> list[Panel]:
     ]
 
 
+def gpu() -> list[Panel]:
+    """What the endpoint's GPUs spend on its answers; empty where the watchdog has no NVML."""
+    return [
+        graph(
+            "Energy per token",
+            "joule",
+            (ep("mlops_watchdog_probe_energy_per_token_joules"), "{{endpoint}}"),
+            span=8,
+            description="Energy of the endpoint's GPUs over its last probe run, per output token.",
+        ),
+        graph(
+            "Cost per 1k tokens",
+            "suffix: /1k tok",
+            (ep("mlops_watchdog_probe_cost_per_1k_tokens"), "{{endpoint}} {{currency}}"),
+            span=8,
+            description="The energy per token at gpu.price_per_kwh; empty without a price.",
+        ),
+        timeline(
+            "GPU idle while serving",
+            "bool",
+            (
+                f"max by (endpoint, gpu) ({ep('mlops_watchdog_gpu_idle_while_serving')})",
+                "{{endpoint}} on {{gpu}}",
+            ),
+            states={0: ("working", "green"), 1: ("idle", "red")},
+            span=8,
+            description="Answers, yet the bound GPU does no work: likely a CPU fallback.",
+        ),
+    ]
+
+
 def drift() -> list[Panel]:
     legend = "{{endpoint}} {{golden_set}} {{signal}}"
     return [
@@ -233,6 +264,7 @@ def render() -> dict[str, Any]:
             ("Latency", latencies()),
             ("Quality", quality()),
             ("Fingerprint", fingerprints()),
+            ("GPU", gpu()),
             ("Watchdog", watchdog_itself()),
             ("Drift", drift()),
         ],

@@ -115,4 +115,70 @@ def _2_alerting(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_1_results, _2_alerting]
+def _3_gpu(db: Database) -> None:
+    db.table("gpus").create(
+        {
+            "uuid": str,
+            "gpu_index": int,  # NVML's index when last seen
+            "name": str,
+            "first_seen": str,
+            "last_seen": str,
+            "last_seen_ts": float,
+        },
+        pk="uuid",
+    )
+    db.table("gpu_samples").create(
+        {
+            "id": int,
+            "uuid": str,
+            "at_ts": float,
+            "resolution": str,  # raw | 1m (one-minute averages of older samples)
+            "util_gpu": float,
+            "util_memory": float,
+            "memory_total": int,
+            "memory_used": int,
+            "memory_free": int,
+            "memory_reserved": int,
+            "temperature_c": float,
+            "power_w": float,
+            "power_limit_w": float,
+            "energy_j": float,
+            "sm_clock_hz": float,
+            "memory_clock_hz": float,
+            "clock_events": str,  # comma-separated reason names
+            "ecc_uncorrected_volatile": int,
+            "ecc_corrected_aggregate": int,
+            "remap_pending": int,
+            "remap_failed": int,
+            "pcie_tx_bytes_s": float,
+            "pcie_rx_bytes_s": float,
+            "performance_state": int,
+            "processes": str,  # JSON list of {pid, name, used_bytes}
+        },
+        pk="id",
+    )
+    db.table("gpu_samples").create_index(["uuid", "at_ts"])
+    db.table("gpu_samples").create_index(["resolution", "at_ts"])
+    db.table("gpu_xids").create(
+        {"id": int, "uuid": str, "code": int, "at_ts": float, "at": str}, pk="id"
+    )
+    db.table("gpu_xids").create_index(["uuid", "code"])
+    db.table("run_energy").create(
+        {
+            "run_id": str,
+            "endpoint": str,
+            "started_ts": float,
+            "ended_ts": float,
+            "gpus": str,  # JSON list of UUIDs
+            "energy_j": float,
+            "output_tokens": int,
+            "joules_per_token": float,
+            "cost_per_1k_tokens": float,
+            "currency": str,
+        },
+        pk="run_id",
+    )
+    db.table("run_energy").create_index(["endpoint", "started_ts"])
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_1_results, _2_alerting, _3_gpu]
