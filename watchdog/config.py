@@ -13,7 +13,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
 
 from watchdog.alerting.settings import Alerting, Slo
+from watchdog.baselines import BaselinePolicy
 from watchdog.detectors.settings import Gpu
+from watchdog.drift import DriftSettings
 from watchdog.durations import parse_duration
 from watchdog.golden import GoldenSet, load_golden_set
 from watchdog.validate import Strict, parse
@@ -71,6 +73,8 @@ class Endpoint(Strict):
     # idle-while-serving check. UUIDs are safer: NVML's order is the PCI bus order, which
     # CUDA_VISIBLE_DEVICES does not change.
     gpus: list[GpuRef] = []
+    # What the application puts before every conversation; a change is a "template" event.
+    system_prompt: str | None = None
 
     @field_validator("api")
     @classmethod
@@ -130,6 +134,8 @@ class TopLevel(Strict):
     probes: list[Any] = []
     alerting: Alerting = Alerting()
     gpu: Gpu = Gpu()
+    drift: DriftSettings = DriftSettings()
+    baseline: BaselinePolicy = BaselinePolicy()
 
 
 def _listen(value: str) -> str:
@@ -156,6 +162,8 @@ class Config:
     secrets: set[str] = field(default_factory=set, repr=False)
     alerting: Alerting = field(default_factory=Alerting)
     gpu: Gpu = field(default_factory=Gpu)
+    drift: DriftSettings = field(default_factory=DriftSettings)
+    baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -279,6 +287,8 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         secrets,
         top.alerting,
         top.gpu,
+        top.drift,
+        top.baseline,
     )
 
 

@@ -10,18 +10,22 @@ from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
+from sqlite_utils import Database
 
-from watchdog import web
+from watchdog import baselines, changes, web
 from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.sender import Notifier, Sender
 from watchdog.clock import Clock
 from watchdog.config import Config, Probe
+from watchdog.detectors import Finding
+from watchdog.drift import Signal
 from watchdog.gpu_metrics import GpuCollector
 from watchdog.metrics import AlertingCollector, ProbeCollector, ProbeMetrics
 from watchdog.nvml import Nvml
 from watchdog.probers.gpu import GpuWatch
 from watchdog.report import health, write_csv
+from watchdog.report_html import render_daily
 from watchdog.runner import Run, Runner
 from watchdog.scheduler import Scheduler
 from watchdog.store import Store, StoreError
@@ -55,7 +59,38 @@ def write_report(config: Config, store: Store, clock: Clock) -> Path:
     since = (clock.now() - REPORT_WINDOW).timestamp()
     out = report_path(config)
     write_csv(health(store.results_since(since)), out)
+    write_daily(config, store, clock.now(), out.with_name("daily-24h.html"))
     return out
+
+
+def write_daily(config: Config, store: Store, now: datetime, out: Path) -> Path:
+    """The self-contained HTML report of the last 24 h: latency, pass rates, drift, changes."""
+    since = (now - REPORT_WINDOW).timestamp()
+    pairs = sorted({(p.endpoint, config.golden_sets[p.golden_set].name) for p in config.probes})
+    signals = [s for e, g in pairs for s in baselines.drift(store.db, e, g, config.drift)]
+    page = render_daily(store.results_since(since), signals, changes.recent(store.db, since), now)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_suffix(".tmp")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(out)  # a reader never sees half a page
+    return out
+
+
+def drift_finding(
+    db: Database, endpoint: str, signals: list[Signal], now: datetime
+) -> Finding | None:
+    """The endpoint's drift alert: failing while any signal of any golden set drifts, with the
+    nearest preceding change named as the likely cause; no evidence while all are inconclusive."""
+    drifted = [s for s in signals if s.status == "drift"]
+    if not drifted:
+        if all(s.status == "inconclusive" for s in signals):
+            return None
+        return Finding(endpoint, False, f"{len(signals)} drift signal(s) within the baseline")
+    parts = [f"{s.golden_set} {s.signal}: {s.detail}" for s in drifted]
+    cause = changes.before(db, endpoint, now.timestamp())
+    if cause is not None:
+        parts.append(f"likely cause: the {cause.kind} change at {cause.at} ({cause.detail})")
+    return Finding(endpoint, True, "; ".join(parts))
 
 
 class Daemon:
@@ -109,10 +144,13 @@ class Daemon:
         endpoint = self.config.endpoints[probe.endpoint]
         try:
             with self.store.transaction():  # results, alert state and pages: all or nothing
+                now = self.clock.now()
+                queued = self._changes(endpoint.name, run, now)
                 self.store.record_run(run.run_id, run.results, run.identity)
                 if meter:
-                    self.gpu.finish(meter, run.results, run.run_id, self.clock.now().timestamp())
-                queued = self.alerter.observe(endpoint, run.results, self.clock.now())
+                    self.gpu.finish(meter, run.results, run.run_id, now.timestamp())
+                queued += self.alerter.observe(endpoint, run.results, now)
+                queued += self._drift(endpoint.name, probe.golden_set, run, now)
             if queued and self.sender:
                 self.sender.wake.set()
         except StoreError as exc:
@@ -124,6 +162,31 @@ class Daemon:
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
         log.info("%s", summary(probe, run))
         return run
+
+    def _changes(self, endpoint: str, run: Run, now: datetime) -> list[str]:
+        answered = any(r.answer.error_class is None for r in run.results)
+        identity = changes.identity_of(run.identity, run.results)
+        change = changes.observe(self.store.db, endpoint, identity, answered, now)
+        if change is None:
+            return []
+        self.metrics.changes[(endpoint, change.kind)] += 1
+        return [self.alerter.announce(change, now)]
+
+    def _drift(self, endpoint: str, golden_key: str, run: Run, now: datetime) -> list[str]:
+        """Refresh the pair's baseline when due, compare, and advance the endpoint's drift alert."""
+        if not run.results:
+            return []
+        golden_set = run.results[0].golden_set
+        db = self.store.db
+        made = baselines.maintain(db, endpoint, golden_set, self.config.baseline, now)
+        if made is not None:
+            log.info("%s/%s: baseline %d made from the last runs", endpoint, golden_set, made)
+        signals = baselines.drift(db, endpoint, golden_set, self.config.drift)
+        self.metrics.observe_drift(signals)
+        finding = drift_finding(db, endpoint, self.metrics.drift_of(endpoint), now)
+        if finding is None:
+            return []
+        return self.alerter.observe_findings("drift", [finding], now, self.config.endpoints)
 
     async def gpu_once(self) -> None:
         """Sample every GPU, store it, and let the detectors' findings drive the GPU alerts."""

@@ -60,6 +60,13 @@ class Prompt:
     sampling: dict[str, Any]
     checks: list[checks_mod.Check]
 
+    def with_system(self, system_prompt: str | None) -> Prompt:
+        """The endpoint's system prompt first, unless the golden prompt brings its own."""
+        if not system_prompt or any(m["role"] == "system" for m in self.messages):
+            return self
+        system = {"role": "system", "content": system_prompt}
+        return Prompt(self.id, [system, *self.messages], self.sampling, self.checks)
+
     @property
     def as_text(self) -> str:
         """The prompt for completion APIs: the messages' contents, one per paragraph."""

@@ -20,8 +20,9 @@ from sqlite_utils import Database
 
 from watchdog import __version__
 from watchdog.alerting import outbox
-from watchdog.alerting.kinds import ENDPOINT_KINDS
+from watchdog.alerting.kinds import PROBE_KINDS
 from watchdog.config import Config
+from watchdog.drift import STATUS_VALUE, Signal
 from watchdog.result import ERROR_CLASSES, ProbeResult
 
 PREFIX = "mlops_watchdog_"
@@ -94,6 +95,8 @@ class ProbeMetrics:
         self.lateness = Histogram(LATENCY_BUCKETS)
         self.missed: dict[str, int] = defaultdict(int)
         self.write = Histogram(WORK_BUCKETS)
+        self.changes: dict[tuple[str, str], int] = defaultdict(int)  # (endpoint, kind)
+        self.drift: dict[tuple[str, str, str], Signal] = {}  # (endpoint, golden_set, signal)
         # Series that can be known up front exist at zero from the start.
         for endpoint in config.endpoints:
             for error_class in ERROR_CLASSES:
@@ -101,6 +104,8 @@ class ProbeMetrics:
             for result in PROBE_RESULTS:
                 self.results[(endpoint, result)] = 0
             self.missed[endpoint] = 0
+            for kind in ("fingerprint", "template"):
+                self.changes[(endpoint, kind)] = 0
         for probe in config.probes:
             for prompt in config.golden_sets[probe.golden_set].prompts:
                 self._histograms(probe.endpoint, prompt.id)
@@ -143,6 +148,13 @@ class ProbeMetrics:
             if answered:
                 self.accuracy[key] = sum(r.ok for r in answered) / len(answered)
         self.last_cycle = finished_at
+
+    def observe_drift(self, signals: Iterable[Signal]) -> None:
+        for s in signals:
+            self.drift[(s.endpoint, s.golden_set, s.signal)] = s
+
+    def drift_of(self, endpoint: str) -> list[Signal]:
+        return [s for (e, _, _), s in sorted(self.drift.items()) if e == endpoint]
 
     def remember_fingerprint(
         self, endpoint: str, fingerprint: str, model: str, since: float
@@ -253,6 +265,25 @@ class ProbeCollector(Collector):
             ["endpoint"],
             {(k,): v for k, v in m.missed.items()},
         )
+        yield _counter(
+            "changes",
+            "Change events: what answers (fingerprint) or the system prompt (template) changed.",
+            ["endpoint", "kind"],
+            m.changes,
+        )
+        pair_signal = ["endpoint", "golden_set", "signal"]
+        yield _gauge(
+            "drift_status",
+            "Drift against the baseline: 0 ok, 1 drift, -1 inconclusive.",
+            pair_signal,
+            {k: float(STATUS_VALUE[s.status]) for k, s in m.drift.items()},
+        )
+        yield _gauge(
+            "drift_score",
+            "The drift signal's effect: p50 ratio - 1, pass-rate drop, or similarity drop.",
+            pair_signal,
+            {k: s.score for k, s in m.drift.items() if s.score is not None},
+        )
         write = HistogramMetricFamily(
             PREFIX + "storage_write_seconds", "Time to store one probe run."
         )
@@ -293,7 +324,7 @@ class AlertingCollector(Collector):
             for r in self.db.query("select endpoint, kind from alerts where state = 'firing'")
         }
         # Per endpoint: its own kinds and idle-while-serving; GPU subjects show in gpu_detected.
-        kinds = [*ENDPOINT_KINDS, "gpu_idle_while_serving"]
+        kinds = [*PROBE_KINDS, "drift", "gpu_idle_while_serving"]
         firing = {
             (endpoint, kind): float((endpoint, kind) in now_firing)
             for endpoint in self.endpoints()

@@ -85,6 +85,7 @@ class ProbeResult:
     fingerprint: str
     response_excerpt: str | None = None
     response_sha256: str | None = None
+    output_profile: dict[str, int] | None = None  # hashed character 3-grams, for output drift
 
     @property
     def error_class(self) -> ErrorClass | None:

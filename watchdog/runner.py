@@ -13,6 +13,7 @@ import httpx
 
 from watchdog.clock import Clock
 from watchdog.config import Config, Probe
+from watchdog.drift import profile
 from watchdog.golden import GoldenSet
 from watchdog.probers import PROBERS
 from watchdog.probers.identity import identify
@@ -30,6 +31,10 @@ def fingerprint(identity: dict[str, Any], system_fingerprint: str | None, golden
     """A short hash of what answered and what it was asked."""
     parts = {**identity, "system_fingerprint": system_fingerprint, "golden_set_hash": golden_hash}
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def short_hash(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 def shape_response(text: str, mode: str, excerpt_chars: int) -> tuple[str | None, str]:
@@ -65,6 +70,8 @@ class Runner:
         endpoint = self.config.endpoints[probe.endpoint]
         golden = self.config.golden_sets[probe.golden_set]
         identity = await identify(self.client, endpoint)
+        if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
+            identity["template_hash"] = short_hash(endpoint.system_prompt)
         model = endpoint.model or (identity.get("model_ids") or [None])[0]
         results = [
             await self._ask(probe, golden, model, i, identity) for i in range(len(golden.prompts))
@@ -80,7 +87,7 @@ class Runner:
         identity: dict[str, Any],
     ) -> ProbeResult:
         endpoint = self.config.endpoints[probe.endpoint]
-        prompt = golden.prompts[index]
+        prompt = golden.prompts[index].with_system(endpoint.system_prompt)
         async with self.limits[endpoint.name]:
             started = self.clock.now()
             answer: Answer = await PROBERS[endpoint.api](
@@ -90,6 +97,9 @@ class Runner:
         outcomes = [check(answer) for check in prompt.checks] if not answer.error_class else []
         storage = self.config.storage
         excerpt, digest = shape_response(answer.text, storage.responses, storage.excerpt_chars)
+        # The lexical profile that output drift compares; `hash` mode keeps no trace of the text.
+        answered = answer.error_class is None and storage.responses != "hash"
+        output = profile(answer.text) if answered else None
         return ProbeResult(
             endpoint=endpoint.name,
             prompt_id=prompt.id,
@@ -102,4 +112,5 @@ class Runner:
             fingerprint=fingerprint(identity, answer.system_fingerprint, golden.hash),
             response_excerpt=redact(excerpt, self.config.secrets),
             response_sha256=digest,
+            output_profile=output,
         )

@@ -12,6 +12,8 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlite_utils import Database
 
+from watchdog.svg import seconds, sparkline
+
 SPARK_POINTS = 40
 WINDOW_S = 24 * 3600
 
@@ -75,35 +77,13 @@ def _why(row: dict[str, Any]) -> str:
     return f"{row['prompt_id']}: {row['error_class']}: {detail or ''}"
 
 
-def sparkline(values: list[float], width: int = 160, height: int = 28) -> str:
-    """An inline SVG polyline: these servers are offline, so no script or external asset."""
-    if len(values) < 2:
-        return ""
-    top = max(values) or 1.0
-    step = width / (len(values) - 1)
-    points = " ".join(
-        f"{i * step:.1f},{height - 2 - (v / top) * (height - 4):.1f}" for i, v in enumerate(values)
-    )
-    return (
-        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-        f'role="img" aria-label="e2e latency, last {len(values)} probes">'
-        f'<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/></svg>'
-    )
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 1000:.0f} ms" if value < 1 else f"{value:.2f} s"
-
-
 def render(statuses: list[EndpointStatus], now: datetime, version: str) -> str:
     env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters["seconds"] = _seconds
+    env.filters["seconds"] = seconds
     env.globals["sparkline"] = lambda values: jinja2.utils.markupsafe.Markup(sparkline(values))
     return env.get_template("status.html.j2").render(
         endpoints=statuses,

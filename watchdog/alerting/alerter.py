@@ -16,6 +16,7 @@ from watchdog.alerting.machine import FIRING, Event, Policy, State, step
 from watchdog.alerting.settings import Alerting, Slo
 from watchdog.config import Endpoint
 from watchdog.detectors import Finding
+from watchdog.drift import Change
 from watchdog.result import ProbeResult
 
 log = logging.getLogger("mlops_watchdog.alerting")
@@ -63,6 +64,30 @@ class Alerter:
             queued += self._advance(f.subject, {kind: observation}, now, endpoints.get(f.subject))
         return queued
 
+    def announce(self, change: Change, now: datetime) -> str:
+        """Queue an informational message about a change: not an alert, no state."""
+        quiet = silences.why_quiet(
+            change.endpoint, "", now, silences.active(self.db, now), self.settings.maintenance
+        )
+        if quiet is None and not self.can_send:
+            quiet = "no notifier configured (alerting.slack)"
+        facts = {
+            "event": "change",
+            "incident": f"{change.endpoint}:change:{change.after}",
+            "endpoint": change.endpoint,
+            "kind": "change",
+            "change_kind": change.kind,
+            "before": change.before,
+            "after": change.after,
+            "detail": change.detail,
+            "at": change.at,
+            "grafana_url": self._grafana(change.endpoint),
+        }
+        key = f"{facts['incident']}:{change.at}"
+        outbox.enqueue(self.db, key, "change", facts, quiet is None, now)
+        log.info("%s: %s change: %s", change.endpoint, change.kind, change.detail)
+        return key
+
     def _advance(
         self,
         subject: str,
@@ -109,10 +134,7 @@ class Alerter:
     ) -> dict[str, Any]:
         incident_state = after if after.state == FIRING else before
         since = incident_state.since
-        grafana = None
-        if self.settings.grafana_url and endpoint is not None:
-            separator = "&" if "?" in self.settings.grafana_url else "?"
-            grafana = f"{self.settings.grafana_url}{separator}var-endpoint={urllib.parse.quote(endpoint.name)}"
+        grafana = self._grafana(endpoint.name) if endpoint is not None else None
         slo = endpoint.slo if endpoint is not None else Slo()
         return {
             "event": event.name,
@@ -137,6 +159,12 @@ class Alerter:
             "grafana_url": grafana,
             "quiet": quiet,
         }
+
+    def _grafana(self, endpoint: str) -> str | None:
+        if not self.settings.grafana_url:
+            return None
+        separator = "&" if "?" in self.settings.grafana_url else "?"
+        return f"{self.settings.grafana_url}{separator}var-endpoint={urllib.parse.quote(endpoint)}"
 
     def _save(
         self, endpoint: str, kind: str, s: State, observation: Observation | None, now: datetime

@@ -14,7 +14,11 @@ class Kind:
     title: str  # for people: "endpoint unreachable"
     severity: str
     error_classes: frozenset[str] = frozenset()
-    gpu: bool = False  # observed by the GPU detectors, not by probe results
+    source: str = "probe"  # what observes it: probe results, the GPU detectors, or drift
+
+    @property
+    def gpu(self) -> bool:
+        return self.source == "gpu"
 
 
 KINDS: dict[str, Kind] = {
@@ -28,14 +32,15 @@ KINDS: dict[str, Kind] = {
     ),
     "format": Kind("format checks failing", "warning", frozenset({"check_failed"})),
     "latency_slo": Kind("latency above its SLO", "warning"),
-    "gpu_vram_leak": Kind("VRAM leak", "warning", gpu=True),
-    "gpu_vram_contention": Kind("VRAM contention", "warning", gpu=True),
-    "gpu_idle_while_serving": Kind("GPU idle while serving", "critical", gpu=True),
-    "gpu_throttling": Kind("GPU throttling", "warning", gpu=True),
-    "gpu_hardware": Kind("GPU hardware errors", "critical", gpu=True),
-    "gpu_missing": Kind("GPU missing", "critical", gpu=True),
+    "drift": Kind("behaviour drifted from its baseline", "warning", source="drift"),
+    "gpu_vram_leak": Kind("VRAM leak", "warning", source="gpu"),
+    "gpu_vram_contention": Kind("VRAM contention", "warning", source="gpu"),
+    "gpu_idle_while_serving": Kind("GPU idle while serving", "critical", source="gpu"),
+    "gpu_throttling": Kind("GPU throttling", "warning", source="gpu"),
+    "gpu_hardware": Kind("GPU hardware errors", "critical", source="gpu"),
+    "gpu_missing": Kind("GPU missing", "critical", source="gpu"),
 }
-ENDPOINT_KINDS = [name for name, kind in KINDS.items() if not kind.gpu]
+PROBE_KINDS = [name for name, kind in KINDS.items() if kind.source == "probe"]
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,7 @@ def observe(results: list[ProbeResult], slo: Slo) -> dict[str, Observation]:
     ttft = _median([r.answer.ttft_s for r in answered])
     e2e = _median([r.answer.e2e_s for r in answered])
     out: dict[str, Observation] = {}
-    for name in ENDPOINT_KINDS:
+    for name in PROBE_KINDS:
         kind = KINDS[name]
         if name == "latency_slo":
             observation = _latency(slo, ttft, e2e, len(answered))

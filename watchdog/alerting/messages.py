@@ -11,7 +11,7 @@ from jinja2 import FileSystemLoader, StrictUndefined, TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 SHIPPED = Path(__file__).resolve().parent.parent / "data" / "alert_templates"
-EVENTS = ("firing", "reminder", "resolved")
+EVENTS = ("firing", "reminder", "resolved", "change")
 
 
 class TemplateProblem(Exception):
@@ -79,6 +79,19 @@ class Renderer:
 
 def sample_facts(event: str, scope: str = "endpoint") -> dict[str, Any]:
     """Facts with every field set, as the alerter writes them (also for golden tests)."""
+    if event == "change":
+        return {
+            "event": "change",
+            "incident": "vllm-a:change:9f2c1d0e4b7a",
+            "endpoint": "vllm-a",
+            "kind": "change",
+            "change_kind": "template" if scope == "gpu" else "fingerprint",
+            "before": "3a1f0c9d2e8b",
+            "after": "9f2c1d0e4b7a",
+            "detail": "model_ids: meta-llama/Llama-3.1-8B-Instruct → Qwen/Qwen2.5-7B-Instruct",
+            "at": "2026-11-23T12:00:00Z",
+            "grafana_url": "https://grafana.example/d/mlops-watchdog-endpoints?var-endpoint=vllm-a",
+        }
     if scope == "gpu":
         return {
             "event": event,

@@ -145,4 +145,5 @@ def _row(run_id: str, r: ProbeResult) -> dict[str, Any]:
         "checks_passed": sum(c.ok for c in r.checks),
         "checks_total": len(r.checks),
         "server_timings": json.dumps(timings) if timings else None,
+        "output_profile": json.dumps(r.output_profile) if r.output_profile is not None else None,
     }

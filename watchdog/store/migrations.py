@@ -181,4 +181,52 @@ def _3_gpu(db: Database) -> None:
     db.table("run_energy").create_index(["endpoint", "started_ts"])
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_1_results, _2_alerting, _3_gpu]
+def _4_drift(db: Database) -> None:
+    db.table("results").add_column("output_profile", str)  # JSON, see drift.profile
+    db.table("identities").create(
+        {
+            "endpoint": str,
+            "identity": str,  # JSON: model ids, build, template hash... (not the golden set)
+            "digest": str,
+            "since": str,
+        },
+        pk="endpoint",
+    )
+    db.table("changes").create(
+        {
+            "id": int,
+            "endpoint": str,
+            "at": str,
+            "at_ts": float,
+            "kind": str,  # fingerprint | template
+            "before": str,
+            "after": str,
+            "detail": str,
+        },
+        pk="id",
+    )
+    db.table("changes").create_index(["endpoint", "at_ts"])
+    db.table("baselines").create(
+        {
+            "id": int,
+            "endpoint": str,
+            "golden_set": str,
+            "fingerprint": str,
+            "created_at": str,
+            "created_ts": float,
+            "runs": int,
+            "samples": int,
+            "noise": str,  # JSON: the spread between repeats, per signal
+            "reason": str,  # recorded | after a fingerprint change | first runs
+            "pinned": int,
+            "active": int,
+        },
+        pk="id",
+    )
+    db.table("baselines").create_index(["endpoint", "golden_set", "active"])
+    db.table("baseline_runs").create(
+        {"baseline_id": int, "run_id": str}, pk=("baseline_id", "run_id")
+    )
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [_1_results, _2_alerting, _3_gpu, _4_drift]
