@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -136,6 +137,11 @@ def test_a_model_swap_is_a_change_and_output_drift_and_the_neighbour_stays_quiet
             {"endpoint": "changing", "golden_set": "drift", "signal": "output"},
         )
         assert metric == 1
+        marked = daemon.registry.get_sample_value(
+            "mlops_watchdog_fingerprint_change_timestamp_seconds", {"endpoint": "changing"}
+        )
+        at = datetime.fromisoformat(change.at.replace("Z", "+00:00")).timestamp()
+        assert marked == pytest.approx(at, abs=1)  # the Grafana annotation is at the change
         alert = next(
             store.db.query("select * from alerts where kind = 'drift' and endpoint = 'changing'")
         )

@@ -125,6 +125,9 @@ class Daemon:
             "(select max(last_seen) from fingerprints g where g.endpoint = f.endpoint)"
         ):
             since = datetime.fromisoformat(row["first_seen"].replace("Z", "+00:00")).timestamp()
+            latest = changes.before(store.db, row["endpoint"], clock.now().timestamp())
+            if latest is not None:
+                since = datetime.fromisoformat(latest.at.replace("Z", "+00:00")).timestamp()
             self.metrics.remember_fingerprint(row["endpoint"], row["fingerprint"], "", since)
         self.gpu = GpuWatch(config, nvml, store)
         self.registry.register(ProbeCollector(self.metrics))
@@ -170,6 +173,7 @@ class Daemon:
         if change is None:
             return []
         self.metrics.changes[(endpoint, change.kind)] += 1
+        self.metrics.changed(endpoint, now.timestamp())
         return [self.alerter.announce(change, now)]
 
     def _drift(self, endpoint: str, golden_key: str, run: Run, now: datetime) -> list[str]:

@@ -140,9 +140,10 @@ class ProbeMetrics:
                 for gap in a.itl_s:
                     self.latency["itl"][key].observe(gap)
             by_golden[(r.endpoint, r.golden_set)].append(r)
-            previous = self.fingerprints.get(r.endpoint)
-            if previous is None or previous[0] != r.fingerprint:
-                self.fingerprints[r.endpoint] = (r.fingerprint, a.model or "", finished_at)
+            # `since` moves only on a change event: an endpoint probed with two golden sets has
+            # two fingerprints, and taking turns is not a change.
+            since = self.fingerprints.get(r.endpoint, ("", "", finished_at))[2]
+            self.fingerprints[r.endpoint] = (r.fingerprint, a.model or "", since)
         for key, group in by_golden.items():
             answered = [r for r in group if r.answer.error_class is None]
             if answered:
@@ -155,6 +156,10 @@ class ProbeMetrics:
 
     def drift_of(self, endpoint: str) -> list[Signal]:
         return [s for (e, _, _), s in sorted(self.drift.items()) if e == endpoint]
+
+    def changed(self, endpoint: str, at: float) -> None:
+        fingerprint, model, _ = self.fingerprints.get(endpoint, ("", "", at))
+        self.fingerprints[endpoint] = (fingerprint, model, at)
 
     def remember_fingerprint(
         self, endpoint: str, fingerprint: str, model: str, since: float
