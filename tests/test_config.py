@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from watchdog import cli
 from watchdog.config import load_config
 from watchdog.yamlfile import InvalidFile
 
+ROOT = Path(__file__).resolve().parent.parent
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
 ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
@@ -17,7 +20,7 @@ KNOWN_KEYS = {
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
     "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus, system_prompt",
 }
-APIS = "supported: openai-chat, openai-completions"
+APIS = "supported: openai-chat, openai-completions, ollama, tgi"
 NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
 CHECKS = (
     "contains, not_contains, equals, regex, one_of, is_json, json_schema, "
@@ -289,3 +292,15 @@ def test_init_writes_a_config_that_check_accepts_untouched(
     out, err = capsys.readouterr()
     assert out == f"{target / 'config.yaml'}: OK: 1 endpoint(s), 1 probe(s), 1 golden set(s)\n"
     assert err == ""
+
+
+@pytest.mark.parametrize("example", sorted((ROOT / "probes").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_probe_example_is_a_valid_config(tmp_path: Path, example: Path) -> None:
+    """An operator copies one, sets a URL, and `check` passes."""
+    (tmp_path / "probes").mkdir()
+    (tmp_path / "probes" / example.name).write_text(example.read_text())
+    (tmp_path / "golden_sets").mkdir()
+    shutil.copy(ROOT / "golden_sets" / "default.yaml", tmp_path / "golden_sets" / "default.yaml")
+    (tmp_path / "config.yaml").write_text("include: [probes/*.yaml]\n")
+    config = load_config(tmp_path / "config.yaml", env={"VLLM_API_KEY": "k"})
+    assert len(config.endpoints) == 1 and len(config.probes) == 1

@@ -168,3 +168,20 @@ async def test_endpoint_headers_are_sent_and_secrets_not_in_detail() -> None:
 async def test_stream_shapes(body: bytes, error_class: str) -> None:
     answer, _ = await ask(sse_response(body))
     assert answer.error_class == error_class, answer.error_detail
+
+
+def test_every_api_the_config_accepts_has_a_prober_and_an_example() -> None:
+    from pathlib import Path
+
+    from watchdog.config import APIS
+    from watchdog.probers import PROBERS
+
+    assert set(PROBERS) == set(APIS)
+    examples = (Path(__file__).resolve().parent.parent / "probes").glob("*.yaml")
+    shown = {
+        line.split("api:")[1].split()[0]
+        for p in examples
+        for line in p.read_text().splitlines()
+        if "api:" in line
+    }
+    assert {"openai-chat", "ollama", "tgi"} <= shown

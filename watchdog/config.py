@@ -23,7 +23,7 @@ from watchdog.yamlfile import Document, InvalidFile, Problem, load
 
 DEFAULT_PATH = Path("/etc/mlops-watchdog/config.yaml")
 SHIPPED_GOLDEN_SETS = Path(__file__).parent / "data" / "golden_sets"
-APIS = ("openai-chat", "openai-completions")
+APIS = ("openai-chat", "openai-completions", "ollama", "tgi")
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 

@@ -9,7 +9,7 @@ import httpx
 from watchdog.clock import Clock
 from watchdog.config import Endpoint
 from watchdog.golden import Prompt
-from watchdog.probers import openai_chat, openai_completions
+from watchdog.probers import ollama, openai_chat, openai_completions, tgi
 from watchdog.result import Answer
 
 ProbeFn = Callable[
@@ -19,4 +19,6 @@ ProbeFn = Callable[
 PROBERS: dict[str, ProbeFn] = {
     "openai-chat": openai_chat.probe,
     "openai-completions": openai_completions.probe,
+    "ollama": ollama.probe,
+    "tgi": tgi.probe,
 }

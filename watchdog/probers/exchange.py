@@ -179,3 +179,20 @@ async def sse_events(
                 event = value
     if data:  # a final event without its blank line still counts as received
         yield Event("\n".join(data), monotonic(), event)
+
+
+async def json_lines(
+    response: httpx.Response, cap: int, monotonic: Callable[[], float]
+) -> AsyncIterator[tuple[str, float]]:
+    """Newline-delimited lines (NDJSON) as they arrive, each with its arrival time; blanks skipped."""
+    buffer = b""
+    async for chunk in body_chunks(response, cap):
+        at = monotonic()
+        buffer += chunk
+        *lines, buffer = buffer.split(b"\n")
+        for raw in lines:
+            line = decode(raw, "the line stream", response.status_code).strip()
+            if line:
+                yield line, at
+    if buffer.strip():  # a last line without its newline still counts as received
+        yield decode(buffer, "the line stream", response.status_code).strip(), monotonic()

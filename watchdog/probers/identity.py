@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 from typing import Any
 
@@ -12,6 +13,8 @@ from watchdog.config import Endpoint
 from watchdog.probers.openai_common import TRANSPORT_ERRORS, headers
 
 IDENTIFY_TIMEOUT_S = 10.0
+# APIs whose servers say what they serve in their own way (imported late: they use _get_json).
+OWN_IDENTITY = {"ollama": "watchdog.probers.ollama", "tgi": "watchdog.probers.tgi"}
 
 
 async def _get_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) -> Any:
@@ -30,6 +33,10 @@ async def _get_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) ->
 
 async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
     """Best effort: a server without these routes still gets probed, with less in its identity."""
+    if endpoint.api in OWN_IDENTITY:
+        module = importlib.import_module(OWN_IDENTITY[endpoint.api])
+        own: dict[str, Any] = await module.identify(client, endpoint)
+        return own
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
         models = await _get_json(client, endpoint, "/v1/models")

@@ -1,0 +1,259 @@
+"""`tgi`: Hugging Face text-generation-inference's /generate_stream (SSE) and /generate."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+import httpx
+
+from watchdog.clock import Clock
+from watchdog.config import Endpoint
+from watchdog.golden import Prompt
+from watchdog.probers.exchange import (
+    Failure,
+    body_chunks,
+    classify,
+    decode,
+    parse_json,
+    sse_events,
+    status_failure,
+)
+from watchdog.probers.openai_common import ERROR_BODY_BYTES, TRANSPORT_ERRORS, headers
+from watchdog.result import Answer
+
+IDENTIFY_TIMEOUT_S = 10.0
+# TGI's finish reasons in the OpenAI vocabulary that checks and reports use.
+FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}
+
+
+def request_body(prompt: Prompt) -> dict[str, Any]:
+    """TGI's request: `inputs` and `parameters`, with greedy decoding spelled TGI's way."""
+    sampling = prompt.sampling
+    parameters: dict[str, Any] = {"details": True}
+    if sampling.get("max_tokens") is not None:
+        parameters["max_new_tokens"] = sampling["max_tokens"]
+    if sampling.get("seed") is not None:
+        parameters["seed"] = sampling["seed"]
+    if sampling.get("stop"):
+        parameters["stop"] = sampling["stop"]
+    temperature = sampling.get("temperature")
+    if temperature:
+        parameters["do_sample"] = True
+        parameters["temperature"] = temperature
+        # TGI wants 0 < top_p < 1; 1 means no nucleus filtering, which is the default anyway.
+        top_p = sampling.get("top_p")
+        if top_p is not None and top_p < 1:
+            parameters["top_p"] = top_p
+    else:
+        # TGI rejects temperature 0, and any top_p would switch sampling back on.
+        parameters["do_sample"] = False
+    return {"inputs": prompt.as_text, "parameters": parameters}
+
+
+async def probe(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    model: str | None,
+    prompt: Prompt,
+    stream: bool,
+    clock: Clock,
+) -> Answer:
+    """POST the prompt and time the answer; never raises for what the endpoint does.
+
+    TGI serves one model and has no `model` field, so `model` is not sent.
+    """
+    answer = Answer()
+    path = "/generate_stream" if stream else "/generate"
+    t0 = clock.monotonic()
+    got_headers = False
+    try:
+        async with (
+            asyncio.timeout(endpoint.timeout_s),
+            client.stream(
+                "POST",
+                endpoint.base_url + path,
+                json=request_body(prompt),
+                headers=headers(endpoint, stream),
+                timeout=endpoint.timeout_s,
+            ) as response,
+        ):
+            got_headers = True
+            answer.ttfb_s = clock.monotonic() - t0
+            answer.status_code = response.status_code
+            if response.status_code >= 400:
+                body = b""
+                async for chunk in response.aiter_raw():
+                    body += chunk
+                    if len(body) >= ERROR_BODY_BYTES:
+                        break
+                raise _status_failure(response, body)
+            kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+            if stream and kind == "text/event-stream":
+                await _read_stream(response, endpoint, answer, t0, clock)
+            else:
+                await _read_json(response, endpoint, answer, t0, clock, kind)
+    except TRANSPORT_ERRORS as exc:
+        failure = classify(exc, got_headers=got_headers, streaming=stream)
+        answer.error_class, answer.error_detail = failure.error_class, failure.detail
+        answer.status_code = failure.status_code or answer.status_code
+        answer.e2e_s = clock.monotonic() - t0
+        return answer
+    if not answer.text.strip():
+        answer.error_class = "empty_output"
+        answer.error_detail = f"no content (finish_reason={answer.finish_reason})"
+    return answer
+
+
+def _status_failure(response: httpx.Response, body: bytes) -> Failure:
+    """TGI's error body `{"error", "error_type"}` in the detail; overloaded is rate limiting."""
+    try:
+        obj = parse_json(body.decode("utf-8", "replace"), "the error body", None)
+    except Failure:
+        obj = None
+    if not isinstance(obj, dict) or obj.get("error") is None:
+        return status_failure(response, body)
+    code = response.status_code
+    error_type = obj.get("error_type")
+    detail = f"HTTP {code} {response.reason_phrase}: " + _error_text(obj)
+    if code == 429 or error_type == "overloaded":
+        retry = response.headers.get("retry-after")
+        return Failure("rate_limited", detail + (f" (Retry-After {retry})" if retry else ""), code)
+    return Failure("http_status", detail, code)
+
+
+def _error_text(obj: dict[str, Any]) -> str:
+    error_type = obj.get("error_type")
+    message = str(obj.get("error"))[:200]
+    return f"{error_type} error: {message}" if isinstance(error_type, str) else message
+
+
+def _error_event(obj: dict[str, Any], status: int | None, where: str) -> Failure:
+    """An error sent after a 200 (mid-stream, usually): the status line could not say it."""
+    detail = f"server sent an error {where}: " + _error_text(obj)
+    if obj.get("error_type") == "overloaded":
+        return Failure("rate_limited", detail, status)
+    return Failure("http_status", detail, status)
+
+
+def _details(obj: dict[str, Any], answer: Answer, status: int | None, where: str) -> bool:
+    """Record finish reason and token count from `details`; False when there is none."""
+    details = obj.get("details")
+    if details is None:
+        return False
+    if not isinstance(details, dict):
+        raise Failure("bad_response", f"`details` in {where} is not a JSON object", status)
+    reason = details.get("finish_reason")
+    if isinstance(reason, str):
+        answer.finish_reason = FINISH_REASONS.get(reason, reason)
+    tokens = details.get("generated_tokens")
+    if isinstance(tokens, int) and not isinstance(tokens, bool):
+        answer.output_tokens, answer.token_source = tokens, "usage"
+    return answer.finish_reason is not None
+
+
+async def _read_stream(
+    response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
+) -> None:
+    status = response.status_code
+    last_content: float | None = None
+    tokens = 0
+    finished = False
+    async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
+        obj = parse_json(event.data, "a stream event", status)
+        if not isinstance(obj, dict):
+            raise Failure("bad_response", "a stream event is not a JSON object", status)
+        if obj.get("error") is not None:
+            raise _error_event(obj, status, "mid-stream")
+        token = obj.get("token")
+        if not isinstance(token, dict):
+            raise Failure("bad_response", "a stream event has no `token` object", status)
+        tokens += 1
+        text = token.get("text")
+        if not isinstance(text, str):
+            raise Failure("bad_response", "a stream token has no `text` string", status)
+        if text and not token.get("special"):
+            answer.text += text
+            if last_content is None:
+                answer.ttft_s = event.at - t0
+            else:
+                answer.itl_s.append(event.at - last_content)
+            last_content = event.at
+        if obj.get("generated_text") is not None:
+            # The last event carries the whole text, detokenised once: trust it over the pieces.
+            if isinstance(obj["generated_text"], str):
+                answer.text = obj["generated_text"]
+            finished = _details(obj, answer, status, "the last stream event")
+            answer.e2e_s = event.at - t0
+            break
+    if not finished:
+        raise Failure("stream_truncated", "stream ended without the final details event", status)
+    if answer.token_source is None:
+        answer.output_tokens, answer.token_source = tokens, "estimate"
+
+
+async def _read_json(
+    response: httpx.Response,
+    endpoint: Endpoint,
+    answer: Answer,
+    t0: float,
+    clock: Clock,
+    kind: str,
+) -> None:
+    status = response.status_code
+    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
+    answer.e2e_s = clock.monotonic() - t0
+    text = decode(body, "the body", status)
+    if kind and "json" not in kind:
+        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
+    obj = parse_json(text, "the body", status)
+    if isinstance(obj, list) and len(obj) == 1:
+        obj = obj[0]  # TGI's `/` route, and proxies in front of it, answer with a list of one
+    if not isinstance(obj, dict):
+        raise Failure("bad_response", "the body is not a JSON object", status)
+    if obj.get("error") is not None:
+        raise _error_event(obj, status, "in the body")
+    if not isinstance(obj.get("generated_text"), str):
+        raise Failure("bad_response", "the body has no `generated_text` string", status)
+    answer.text = obj["generated_text"]
+    _details(obj, answer, status, "the body")
+    if answer.token_source is None and answer.text:
+        # About four characters a token, when the server left out `details`.
+        answer.output_tokens, answer.token_source = math.ceil(len(answer.text) / 4), "estimate"
+
+
+async def _get_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) -> Any:
+    limit = min(endpoint.timeout_s, IDENTIFY_TIMEOUT_S)
+    async with (
+        asyncio.timeout(limit),
+        client.stream(
+            "GET", endpoint.base_url + path, headers=headers(endpoint, False), timeout=limit
+        ) as response,
+    ):
+        if response.status_code != 200:
+            return None
+        body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
+    try:
+        return parse_json(decode(body, "the body", 200), "the body", 200)
+    except Failure:
+        return None
+
+
+async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
+    """What is answering, from /info; best effort, so a server without it still gets probed."""
+    identity: dict[str, Any] = {"api": endpoint.api}
+    try:
+        info = await _get_json(client, endpoint, "/info")
+    except TRANSPORT_ERRORS:
+        return identity  # the probe itself records why the endpoint cannot be reached
+    if not isinstance(info, dict):
+        return identity
+    if isinstance(info.get("model_id"), str):
+        identity["model_ids"] = [info["model_id"]]
+    if isinstance(info.get("model_sha"), str):
+        identity["model_sha"] = info["model_sha"]
+    build = info.get("version") if isinstance(info.get("version"), str) else info.get("sha")
+    if isinstance(build, str):
+        identity["build_info"] = build
+    return identity
