@@ -18,9 +18,9 @@ ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
     "top": "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline",
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
-    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus, system_prompt",
+    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus, system_prompt, path, method, body_template, text_path",
 }
-APIS = "supported: openai-chat, openai-completions, ollama, tgi"
+APIS = "supported: openai-chat, openai-completions, ollama, tgi, triton, http"
 NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
 CHECKS = (
     "contains, not_contains, equals, regex, one_of, is_json, json_schema, "
@@ -304,3 +304,20 @@ def test_every_shipped_probe_example_is_a_valid_config(tmp_path: Path, example: 
     (tmp_path / "config.yaml").write_text("include: [probes/*.yaml]\n")
     config = load_config(tmp_path / "config.yaml", env={"VLLM_API_KEY": "k"})
     assert len(config.endpoints) == 1 and len(config.probes) == 1
+
+
+def test_an_http_body_template_that_is_not_json_is_a_config_error(tmp_path: Path) -> None:
+    (tmp_path / "config.yaml").write_text(
+        "endpoints:\n"
+        "  - name: svc\n"
+        "    api: http\n"
+        "    base_url: http://127.0.0.1:9\n"
+        "    path: /predict\n"
+        "    body_template: '{\"q\": {{ prompt }}}'\n"
+        "    text_path: output.text\n"
+    )
+    with pytest.raises(InvalidFile) as caught:
+        load_config(tmp_path / "config.yaml", env={})
+    (problem,) = caught.value.problems
+    assert "config.yaml:2: endpoints[0]: body_template does not render to JSON" in str(problem)
+    assert str(problem).endswith("write values as {{ prompt | tojson }}")

@@ -23,7 +23,7 @@ from watchdog.yamlfile import Document, InvalidFile, Problem, load
 
 DEFAULT_PATH = Path("/etc/mlops-watchdog/config.yaml")
 SHIPPED_GOLDEN_SETS = Path(__file__).parent / "data" / "golden_sets"
-APIS = ("openai-chat", "openai-completions", "ollama", "tgi")
+APIS = ("openai-chat", "openai-completions", "ollama", "tgi", "triton", "http")
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -75,6 +75,26 @@ class Endpoint(Strict):
     gpus: list[GpuRef] = []
     # What the application puts before every conversation; a change is a "template" event.
     system_prompt: str | None = None
+    # api: http, a JSON service of your own: where to send what, and where the answer is.
+    path: str | None = None
+    method: Literal["POST", "PUT"] = "POST"
+    body_template: str | None = None  # sandboxed Jinja2: prompt, messages, max_tokens, temperature
+    text_path: str | None = None  # dotted path into the response JSON, e.g. output.text
+
+    @model_validator(mode="after")
+    def _api_needs(self) -> Endpoint:
+        if self.api == "http":
+            if not (self.path and self.body_template and self.text_path):
+                raise ValueError("api: http needs `path`, `body_template` and `text_path`")
+            from watchdog.probers.http import check_template
+
+            problem = check_template(self.body_template)
+            if problem:
+                hint = "; write values as {{ prompt | tojson }}" if "to JSON" in problem else ""
+                raise ValueError(problem + hint)
+        if self.api == "triton" and not self.model:
+            raise ValueError("api: triton needs `model` (the name in /v2/models/NAME/generate)")
+        return self
 
     @field_validator("api")
     @classmethod

@@ -9,7 +9,7 @@ import httpx
 from watchdog.clock import Clock
 from watchdog.config import Endpoint
 from watchdog.golden import Prompt
-from watchdog.probers import ollama, openai_chat, openai_completions, tgi
+from watchdog.probers import http, ollama, openai_chat, openai_completions, tgi, triton
 from watchdog.result import Answer
 
 ProbeFn = Callable[
@@ -21,4 +21,6 @@ PROBERS: dict[str, ProbeFn] = {
     "openai-completions": openai_completions.probe,
     "ollama": ollama.probe,
     "tgi": tgi.probe,
+    "triton": triton.probe,
+    "http": http.probe,
 }

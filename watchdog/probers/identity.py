@@ -14,7 +14,11 @@ from watchdog.probers.openai_common import TRANSPORT_ERRORS, headers
 
 IDENTIFY_TIMEOUT_S = 10.0
 # APIs whose servers say what they serve in their own way (imported late: they use _get_json).
-OWN_IDENTITY = {"ollama": "watchdog.probers.ollama", "tgi": "watchdog.probers.tgi"}
+OWN_IDENTITY = {
+    "ollama": "watchdog.probers.ollama",
+    "tgi": "watchdog.probers.tgi",
+    "triton": "watchdog.probers.triton",
+}
 
 
 async def _get_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) -> Any:

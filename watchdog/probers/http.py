@@ -1,0 +1,215 @@
+"""`http`: a JSON service of your own, asked through a body template and read at a dotted path."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from typing import Any
+
+import httpx
+from jinja2 import StrictUndefined, Undefined
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from watchdog.clock import Clock
+from watchdog.config import Endpoint
+from watchdog.golden import Prompt
+from watchdog.probers.exchange import (
+    Failure,
+    body_chunks,
+    classify,
+    decode,
+    parse_json,
+    status_failure,
+)
+from watchdog.probers.openai_common import ERROR_BODY_BYTES, TRANSPORT_ERRORS, headers
+from watchdog.result import Answer
+
+# What check_template renders with: quotes and a newline, so that a template that pastes the
+# prompt in without `tojson` fails at config time rather than at 3 a.m.
+SAMPLE_PROMPT = Prompt(
+    id="check",
+    messages=[
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": 'Say "hi"\nthen stop.'},
+    ],
+    sampling={"max_tokens": 64, "temperature": 0.0},
+    checks=[],
+)
+
+
+class BodyTemplateError(ValueError):
+    """`body_template` does not render to JSON; the message starts with `body_template`."""
+
+
+def _tojson(value: Any) -> str:
+    # Jinja's own tojson escapes <, >, & and ' for HTML; the service should get the prompt as is.
+    return json.dumps(value, ensure_ascii=False, default=_not_json)
+
+
+def _not_json(value: Any) -> Any:
+    if isinstance(value, Undefined):
+        str(value)  # StrictUndefined raises here, naming the variable that is missing
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def render_body(template: str, prompt: Prompt) -> str:
+    """The request body: `template` rendered for `prompt`, checked to be JSON."""
+    env = ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+    env.filters["tojson"] = _tojson
+    variables = {
+        "prompt": prompt.as_text,
+        "messages": [dict(m) for m in prompt.messages],
+        "max_tokens": prompt.sampling.get("max_tokens"),
+        "temperature": prompt.sampling.get("temperature"),
+    }
+    try:
+        text = env.from_string(template).render(**variables)
+    except Exception as exc:  # a template can fail in any of Python's ways: 1/0, "a" + 1, ...
+        raise BodyTemplateError(f"body_template does not render: {exc}") from None
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        raise BodyTemplateError(
+            f"body_template does not render to JSON: {exc}; starts {text[:80]!r}"
+        ) from None
+    return text
+
+
+def check_template(template: str) -> str | None:
+    """The problem with `template` for config validation, or None when it renders to JSON."""
+    try:
+        render_body(template, SAMPLE_PROMPT)
+    except BodyTemplateError as exc:
+        return str(exc)
+    return None
+
+
+def _kind(value: Any) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if value is None:
+        return "null"
+    return "a number"
+
+
+def _excerpt(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
+def text_at(obj: Any, text_path: str) -> str:
+    """The string at a dotted path (`output.text`, `choices.0.text`); ValueError says what is there."""
+    where = "the body"
+    current = obj
+    for key in text_path.split("."):
+        if isinstance(current, dict):
+            if key not in current:
+                keys = ", ".join(list(current)[:10]) or "none"
+                raise ValueError(
+                    f"text_path `{text_path}`: {where} has no `{key}` (its keys: {keys})"
+                )
+            current = current[key]
+        elif isinstance(current, list):
+            if not key.isdigit() or int(key) >= len(current):
+                raise ValueError(
+                    f"text_path `{text_path}`: {where} is an array of {len(current)},"
+                    f" with no item `{key}`"
+                )
+            current = current[int(key)]
+        else:
+            raise ValueError(
+                f"text_path `{text_path}`: {where} is {_kind(current)}, not an object"
+                f" or array: {_excerpt(current)}"
+            )
+        where = f"`{key}`"
+    if not isinstance(current, str):
+        raise ValueError(
+            f"text_path `{text_path}` is {_kind(current)}, not a string: {_excerpt(current)}"
+        )
+    return current
+
+
+async def probe(
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    model: str | None,
+    prompt: Prompt,
+    stream: bool,
+    clock: Clock,
+) -> Answer:
+    """Send the rendered body and time the answer; never raises for what the endpoint does.
+
+    One JSON request and response whatever `stream` says, so TTFT is e2e. `model` is not
+    sent: the template's variables leave it out, as the service's path names its model.
+    """
+    answer = Answer()
+    try:
+        body = render_body(endpoint.body_template or "", prompt)
+    except BodyTemplateError as exc:
+        answer.error_class, answer.error_detail = "bad_response", str(exc)
+        return answer
+    path = endpoint.path or ""
+    url = endpoint.base_url + (path if path.startswith("/") else "/" + path)
+    request_headers = {"Content-Type": "application/json", **headers(endpoint, False)}
+    t0 = clock.monotonic()
+    got_headers = False
+    try:
+        async with (
+            asyncio.timeout(endpoint.timeout_s),
+            client.stream(
+                endpoint.method,
+                url,
+                content=body.encode(),
+                headers=request_headers,
+                timeout=endpoint.timeout_s,
+            ) as response,
+        ):
+            got_headers = True
+            answer.ttfb_s = clock.monotonic() - t0
+            answer.status_code = response.status_code
+            if response.status_code >= 400:
+                error_body = b""
+                async for chunk in response.aiter_raw():
+                    error_body += chunk
+                    if len(error_body) >= ERROR_BODY_BYTES:
+                        break
+                raise status_failure(response, error_body)
+            await _read_json(response, endpoint, answer, t0, clock)
+    except TRANSPORT_ERRORS as exc:
+        failure = classify(exc, got_headers=got_headers, streaming=False)
+        answer.error_class, answer.error_detail = failure.error_class, failure.detail
+        answer.status_code = failure.status_code or answer.status_code
+        answer.e2e_s = clock.monotonic() - t0
+        return answer
+    if not answer.text.strip():
+        answer.error_class = "empty_output"
+        answer.error_detail = f"no content at text_path `{endpoint.text_path}`"
+        return answer
+    answer.ttft_s = answer.e2e_s
+    # About four characters a token: a service of our own reports no usage we could know.
+    answer.output_tokens, answer.token_source = math.ceil(len(answer.text) / 4), "estimate"
+    return answer
+
+
+async def _read_json(
+    response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
+) -> None:
+    status = response.status_code
+    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
+    answer.e2e_s = clock.monotonic() - t0
+    text = decode(body, "the body", status)
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and "json" not in kind:
+        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
+    obj = parse_json(text, "the body", status)
+    try:
+        answer.text = text_at(obj, endpoint.text_path or "")
+    except ValueError as exc:
+        raise Failure("bad_response", str(exc), status) from None
