@@ -173,3 +173,12 @@ def test_table_golden() -> None:
             "1/3 ok",
         ]
     )
+
+
+def test_every_command_is_documented_in_the_readme() -> None:
+    """A command an operator cannot find in the README does not exist for them."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    table = readme.split("## Commands", 1)[1].split("\n## ", 1)[0]
+    commands = cli.parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    missing = [name for name in commands if f"`{name}" not in table]
+    assert not missing, f"not in the README's Commands table: {missing}"
