@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
 ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
-    "top": "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline",
+    "top": "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline, max_concurrency",
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
     "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus, system_prompt, path, method, body_template, text_path",
 }

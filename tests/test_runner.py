@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -111,3 +112,49 @@ async def test_daemon_probe_once_stores_and_summarises(tmp_path: Path) -> None:
     assert line.startswith("e/default: 1/5 ok, e2e p50 0.000s; failed: ")
     assert "arithmetic=check_failed" in line
     store.close()
+
+
+async def test_max_concurrency_caps_requests_in_flight_across_endpoints(tmp_path: Path) -> None:
+    names = ("a", "b", "c")
+    endpoints = "\n".join(
+        f'  - {{name: {n}, api: openai-chat, base_url: "http://{n}.test", model: m, concurrency: 4}}'
+        for n in names
+    )
+    probes = "\n".join(
+        f'  - {{endpoint: {n}, golden_set: "{ROOT}/golden_sets/default.yaml", stream: false}}'
+        for n in names
+    )
+    (tmp_path / "config.yaml").write_text(
+        f"max_concurrency: 2\nendpoints:\n{endpoints}\nprobes:\n{probes}\n"
+    )
+    cfg = load_config(tmp_path / "config.yaml", env={})
+    gate = asyncio.Event()
+    in_flight: list[str] = []
+    most = 0
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        nonlocal most
+        if request.url.path != "/v1/chat/completions":
+            return httpx.Response(404)
+        in_flight.append(request.url.host)
+        most = max(most, len(in_flight))
+        await gate.wait()
+        in_flight.remove(request.url.host)
+        body = {"choices": [{"message": {"content": "ok"}, "finish_reason": "stop"}]}
+        return httpx.Response(
+            200,
+            headers={"content-type": "application/json"},
+            stream=httpx.ByteStream(json.dumps(body).encode()),
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+        runner = Runner(cfg, client, FakeClock())
+        runs = asyncio.gather(*(runner.run(p) for p in cfg.probes))
+        while len(in_flight) < 2:
+            await asyncio.sleep(0)  # let the runs start: no time passes
+        for _ in range(50):
+            await asyncio.sleep(0)
+        assert len(in_flight) == 2  # the third endpoint waits for a slot
+        gate.set()
+        done = await runs
+    assert most == 2 and all(r.answer.error_class is None for run in done for r in run.results)

@@ -156,6 +156,8 @@ class TopLevel(Strict):
     gpu: Gpu = Gpu()
     drift: DriftSettings = DriftSettings()
     baseline: BaselinePolicy = BaselinePolicy()
+    # Probe requests in flight across every endpoint: the watchdog must never load a fleet.
+    max_concurrency: int = Field(8, ge=1, le=1024)
 
 
 def _listen(value: str) -> str:
@@ -184,6 +186,7 @@ class Config:
     gpu: Gpu = field(default_factory=Gpu)
     drift: DriftSettings = field(default_factory=DriftSettings)
     baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
+    max_concurrency: int = 8
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -309,6 +312,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         top.gpu,
         top.drift,
         top.baseline,
+        top.max_concurrency,
     )
 
 

@@ -62,6 +62,7 @@ class Runner:
         self.config = config
         self.client = client
         self.clock = clock
+        self.everywhere = asyncio.Semaphore(config.max_concurrency)
         self.limits = {
             name: asyncio.Semaphore(ep.concurrency) for name, ep in config.endpoints.items()
         }
@@ -88,7 +89,7 @@ class Runner:
     ) -> ProbeResult:
         endpoint = self.config.endpoints[probe.endpoint]
         prompt = golden.prompts[index].with_system(endpoint.system_prompt)
-        async with self.limits[endpoint.name]:
+        async with self.limits[endpoint.name], self.everywhere:
             started = self.clock.now()
             answer: Answer = await PROBERS[endpoint.api](
                 self.client, endpoint, model, prompt, probe.stream, self.clock
