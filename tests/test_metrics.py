@@ -92,7 +92,6 @@ def test_series_known_up_front_start_at_zero(tmp_path: Path) -> None:
         == 1
     )
     assert r.get_sample_value("mlops_watchdog_last_cycle_timestamp_seconds") is None  # no cycle yet
-    assert r.get_sample_value("mlops_watchdog_gpus") is None  # telemetry: see test_gpu_watch
 
 
 def test_a_run_moves_every_metric(tmp_path: Path) -> None:

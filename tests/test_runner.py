@@ -18,14 +18,23 @@ from watchdog.store import Store
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def streamed(body: object) -> httpx.Response:
+    """A body sent the way a server sends it: read as it arrives, not handed over whole."""
+    return httpx.Response(
+        200,
+        headers={"content-type": "application/json"},
+        stream=httpx.ByteStream(json.dumps(body).encode()),
+    )
+
+
 def server(
     answer: str, models: tuple[str, ...] = ("smol",), status: int = 200
 ) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": m} for m in models]})
+            return streamed({"data": [{"id": m} for m in models]})
         if request.url.path == "/props":
-            return httpx.Response(200, json={"build_info": "b1234", "model_path": "/m/smol.gguf"})
+            return streamed({"build_info": "b1234", "model_path": "/m/smol.gguf"})
         if status != 200:
             body = f"denied for {request.headers.get('authorization')}".encode()
             return httpx.Response(status, stream=httpx.ByteStream(body))

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from watchdog.result import ErrorClass
+from watchdog.clock import Clock
+from watchdog.result import Answer, ErrorClass
 
 # We decompress ourselves so that the cap applies to decompressed bytes without ever holding
 # more than one bounded chunk: httpx would inflate a whole network read at once (gzip bomb).
@@ -196,3 +198,86 @@ async def json_lines(
                 yield line, at
     if buffer.strip():  # a last line without its newline still counts as received
         yield decode(buffer, "the line stream", response.status_code).strip(), monotonic()
+
+
+TRANSPORT_ERRORS = (httpx.HTTPError, OSError, TimeoutError, Failure)
+ERROR_BODY_BYTES = 4096
+Reader = Callable[[httpx.Response, Answer, float], Awaitable[None]]
+Refusal = Callable[[httpx.Response, bytes], Failure]
+
+
+async def timed(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    method: str,
+    url: str,
+    timeout_s: float,
+    sent: dict[str, str],
+    read: Reader,
+    *,
+    streaming: bool,
+    body: bytes | None = None,
+    json_body: Any = None,
+    refusal: Refusal = status_failure,
+) -> Answer:
+    """One request under a total deadline: time to headers here, the answer in `read(response,
+    answer, t0)`. Never raises for what the endpoint does; a failure is the answer's class.
+
+    Every prober sends through this, so deadlines, error bodies and failure classes agree."""
+    answer = Answer()
+    t0 = clock.monotonic()
+    got_headers = False
+    try:
+        async with (
+            asyncio.timeout(timeout_s),
+            client.stream(
+                method, url, content=body, json=json_body, headers=sent, timeout=timeout_s
+            ) as response,
+        ):
+            got_headers = True
+            answer.ttfb_s = clock.monotonic() - t0
+            answer.status_code = response.status_code
+            if response.status_code >= 400:
+                raise refusal(response, await error_body(response))
+            await read(response, answer, t0)
+    except TRANSPORT_ERRORS as exc:
+        failure = classify(exc, got_headers=got_headers, streaming=streaming)
+        answer.error_class, answer.error_detail = failure.error_class, failure.detail
+        answer.status_code = failure.status_code or answer.status_code
+        answer.e2e_s = clock.monotonic() - t0
+    return answer
+
+
+async def error_body(response: httpx.Response) -> bytes:
+    """The first few KB of an error body, decompressed; a corrupt one still has its status."""
+    body = b""
+    try:
+        async for chunk in body_chunks(response, 1 << 20):
+            body += chunk
+            if len(body) >= ERROR_BODY_BYTES:
+                break
+    except Failure:
+        pass
+    return body[:ERROR_BODY_BYTES]
+
+
+def content_type(response: httpx.Response) -> str:
+    return response.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def get_json(
+    client: httpx.AsyncClient, url: str, sent: dict[str, str], timeout_s: float, cap: int
+) -> Any:
+    """A GET whose JSON answer is nice to have (identity routes): None for anything but a
+    capped, parseable 200. Transport errors are the caller's to ignore."""
+    async with (
+        asyncio.timeout(timeout_s),
+        client.stream("GET", url, headers=sent, timeout=timeout_s) as response,
+    ):
+        if response.status_code != 200:
+            return None
+        try:
+            body = b"".join([c async for c in body_chunks(response, cap)])
+            return parse_json(decode(body, "the body", 200), "the body", 200)
+        except Failure:
+            return None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 from typing import Any
@@ -17,12 +16,11 @@ from watchdog.golden import Prompt
 from watchdog.probers.exchange import (
     Failure,
     body_chunks,
-    classify,
     decode,
     parse_json,
-    status_failure,
+    timed,
 )
-from watchdog.probers.openai_common import ERROR_BODY_BYTES, TRANSPORT_ERRORS, headers
+from watchdog.probers.openai_common import headers
 from watchdog.result import Answer
 
 # What check_template renders with: quotes and a newline, so that a template that pastes the
@@ -149,44 +147,29 @@ async def probe(
     One JSON request and response whatever `stream` says, so TTFT is e2e. `model` is not
     sent: the template's variables leave it out, as the service's path names its model.
     """
-    answer = Answer()
     try:
         body = render_body(endpoint.body_template or "", prompt)
     except BodyTemplateError as exc:
-        answer.error_class, answer.error_detail = "bad_response", str(exc)
-        return answer
+        return Answer(error_class="bad_response", error_detail=str(exc))
     path = endpoint.path or ""
     url = endpoint.base_url + (path if path.startswith("/") else "/" + path)
     request_headers = {"Content-Type": "application/json", **headers(endpoint, False)}
-    t0 = clock.monotonic()
-    got_headers = False
-    try:
-        async with (
-            asyncio.timeout(endpoint.timeout_s),
-            client.stream(
-                endpoint.method,
-                url,
-                content=body.encode(),
-                headers=request_headers,
-                timeout=endpoint.timeout_s,
-            ) as response,
-        ):
-            got_headers = True
-            answer.ttfb_s = clock.monotonic() - t0
-            answer.status_code = response.status_code
-            if response.status_code >= 400:
-                error_body = b""
-                async for chunk in response.aiter_raw():
-                    error_body += chunk
-                    if len(error_body) >= ERROR_BODY_BYTES:
-                        break
-                raise status_failure(response, error_body)
-            await _read_json(response, endpoint, answer, t0, clock)
-    except TRANSPORT_ERRORS as exc:
-        failure = classify(exc, got_headers=got_headers, streaming=False)
-        answer.error_class, answer.error_detail = failure.error_class, failure.detail
-        answer.status_code = failure.status_code or answer.status_code
-        answer.e2e_s = clock.monotonic() - t0
+
+    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
+        await _read_json(response, endpoint, answer, t0, clock)
+
+    answer = await timed(
+        client,
+        clock,
+        endpoint.method,
+        url,
+        endpoint.timeout_s,
+        request_headers,
+        read,
+        streaming=False,
+        body=body.encode(),
+    )
+    if answer.error_class is not None:
         return answer
     if not answer.text.strip():
         answer.error_class = "empty_output"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import os
 from typing import Any
@@ -10,10 +9,11 @@ from typing import Any
 import httpx
 
 from watchdog.config import Endpoint
-from watchdog.probers.openai_common import TRANSPORT_ERRORS, headers
+from watchdog.probers.exchange import TRANSPORT_ERRORS, get_json
+from watchdog.probers.openai_common import headers
 
 IDENTIFY_TIMEOUT_S = 10.0
-# APIs whose servers say what they serve in their own way (imported late: they use _get_json).
+# APIs whose servers say what they serve in their own way (imported late: they use endpoint_json).
 OWN_IDENTITY = {
     "ollama": "watchdog.probers.ollama",
     "tgi": "watchdog.probers.tgi",
@@ -21,18 +21,15 @@ OWN_IDENTITY = {
 }
 
 
-async def _get_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) -> Any:
-    limit = min(endpoint.timeout_s, IDENTIFY_TIMEOUT_S)
-    async with asyncio.timeout(limit):
-        response = await client.get(
-            endpoint.base_url + path, headers=headers(endpoint, False), timeout=limit
-        )
-    if response.status_code != 200 or len(response.content) > endpoint.max_body_bytes:
-        return None
-    try:
-        return response.json()
-    except ValueError:
-        return None
+async def endpoint_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) -> Any:
+    """A JSON route that says what the endpoint serves: None unless a capped, parseable 200."""
+    return await get_json(
+        client,
+        endpoint.base_url + path,
+        headers(endpoint, False),
+        min(endpoint.timeout_s, IDENTIFY_TIMEOUT_S),
+        endpoint.max_body_bytes,
+    )
 
 
 async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
@@ -43,12 +40,12 @@ async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, A
         return own
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
-        models = await _get_json(client, endpoint, "/v1/models")
+        models = await endpoint_json(client, endpoint, "/v1/models")
         if isinstance(models, dict) and isinstance(models.get("data"), list):
             identity["model_ids"] = sorted(
                 str(m.get("id")) for m in models["data"] if isinstance(m, dict)
             )
-        props = await _get_json(client, endpoint, "/props")
+        props = await endpoint_json(client, endpoint, "/props")
         if isinstance(props, dict):
             if isinstance(props.get("build_info"), str):
                 identity["build_info"] = props["build_info"]

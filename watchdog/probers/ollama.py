@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
@@ -12,16 +11,17 @@ from watchdog.clock import Clock
 from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers.exchange import (
+    TRANSPORT_ERRORS,
     Failure,
     body_chunks,
-    classify,
     decode,
     json_lines,
     parse_json,
     status_failure,
+    timed,
 )
-from watchdog.probers.identity import _get_json
-from watchdog.probers.openai_common import ERROR_BODY_BYTES, TRANSPORT_ERRORS, headers
+from watchdog.probers.identity import endpoint_json
+from watchdog.probers.openai_common import headers
 from watchdog.result import Answer
 
 # Golden sampling → Ollama's `options`; what Ollama has no option for is left out.
@@ -73,34 +73,26 @@ async def probe(
     sent = headers(endpoint, False)
     if stream and "Accept" not in endpoint.headers:
         sent["Accept"] = "application/x-ndjson"
-    answer = Answer()
-    t0 = clock.monotonic()
-    got_headers = False
-    try:
-        async with (
-            asyncio.timeout(endpoint.timeout_s),
-            client.stream(
-                "POST",
-                endpoint.base_url + "/api/chat",
-                json=payload,
-                headers=sent,
-                timeout=endpoint.timeout_s,
-            ) as response,
-        ):
-            got_headers = True
-            answer.ttfb_s = clock.monotonic() - t0
-            answer.status_code = response.status_code
-            if response.status_code >= 400:
-                raise await _status_failure(response, endpoint)
-            if stream:
-                await _read_stream(response, endpoint, answer, t0, clock)
-            else:
-                await _read_json(response, endpoint, answer, t0, clock)
-    except TRANSPORT_ERRORS as exc:
-        failure = classify(exc, got_headers=got_headers, streaming=stream)
-        answer.error_class, answer.error_detail = failure.error_class, failure.detail
-        answer.status_code = failure.status_code or answer.status_code
-        answer.e2e_s = clock.monotonic() - t0
+
+    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
+        if stream:
+            await _read_stream(response, endpoint, answer, t0, clock)
+        else:
+            await _read_json(response, endpoint, answer, t0, clock)
+
+    answer = await timed(
+        client,
+        clock,
+        "POST",
+        endpoint.base_url + "/api/chat",
+        endpoint.timeout_s,
+        sent,
+        read,
+        streaming=stream,
+        json_body=payload,
+        refusal=_status_failure,
+    )
+    if answer.error_class is not None:
         return answer
     if not answer.text.strip() and not answer.reasoning and not answer.tool_calls:
         answer.error_class = "empty_output"
@@ -113,16 +105,8 @@ async def probe(
     return answer
 
 
-async def _status_failure(response: httpx.Response, endpoint: Endpoint) -> Failure:
+def _status_failure(response: httpx.Response, body: bytes) -> Failure:
     """The status's class, with Ollama's `{"error": "..."}` message as the detail when it sent one."""
-    body = b""
-    try:
-        async for chunk in body_chunks(response, endpoint.max_body_bytes):
-            body += chunk
-            if len(body) >= ERROR_BODY_BYTES:
-                break
-    except Failure:
-        pass  # a corrupt error body still has its status
     try:
         message = parse_json(body.decode("utf-8", "replace"), "the error body", None).get("error")
     except (Failure, AttributeError):
@@ -217,7 +201,7 @@ async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, A
     """Best effort: the configured model's name and digest from /api/tags (all names if none)."""
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
-        tags = await _get_json(client, endpoint, "/api/tags")
+        tags = await endpoint_json(client, endpoint, "/api/tags")
     except TRANSPORT_ERRORS:
         return identity  # the probe itself records why the endpoint cannot be reached
     models = tags.get("models") if isinstance(tags, dict) else None

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,16 +16,13 @@ from watchdog.probers.exchange import (
     ACCEPT_ENCODING,
     Failure,
     body_chunks,
-    classify,
+    content_type,
     decode,
     parse_json,
     sse_events,
-    status_failure,
+    timed,
 )
 from watchdog.result import Answer
-
-TRANSPORT_ERRORS = (httpx.HTTPError, OSError, TimeoutError, Failure)
-ERROR_BODY_BYTES = 4096
 
 
 @dataclass(frozen=True)
@@ -71,40 +67,26 @@ async def exchange(
     piece_of: Callable[[dict[str, Any], bool], Piece],
 ) -> Answer:
     """POST `payload` and time the answer; never raises for what the endpoint does."""
-    answer = Answer()
-    t0 = clock.monotonic()
-    got_headers = False
-    try:
-        async with (
-            asyncio.timeout(endpoint.timeout_s),
-            client.stream(
-                "POST",
-                endpoint.base_url + path,
-                json=payload,
-                headers=headers(endpoint, stream),
-                timeout=endpoint.timeout_s,
-            ) as response,
-        ):
-            got_headers = True
-            answer.ttfb_s = clock.monotonic() - t0
-            answer.status_code = response.status_code
-            if response.status_code >= 400:
-                body = b""
-                async for chunk in response.aiter_raw():
-                    body += chunk
-                    if len(body) >= ERROR_BODY_BYTES:
-                        break
-                raise status_failure(response, body)
-            kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            if stream and kind == "text/event-stream":
-                await _read_stream(response, endpoint, answer, t0, clock, piece_of)
-            else:
-                await _read_json(response, endpoint, answer, t0, clock, piece_of, kind)
-    except TRANSPORT_ERRORS as exc:
-        failure = classify(exc, got_headers=got_headers, streaming=stream)
-        answer.error_class, answer.error_detail = failure.error_class, failure.detail
-        answer.status_code = failure.status_code or answer.status_code
-        answer.e2e_s = clock.monotonic() - t0
+
+    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
+        kind = content_type(response)
+        if stream and kind == "text/event-stream":
+            await _read_stream(response, endpoint, answer, t0, clock, piece_of)
+        else:
+            await _read_json(response, endpoint, answer, t0, clock, piece_of, kind)
+
+    answer = await timed(
+        client,
+        clock,
+        "POST",
+        endpoint.base_url + path,
+        endpoint.timeout_s,
+        headers(endpoint, stream),
+        read,
+        streaming=stream,
+        json_body=payload,
+    )
+    if answer.error_class is not None:
         return answer
     if not answer.text.strip() and not answer.reasoning and not answer.tool_calls:
         answer.error_class = "empty_output"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 from urllib.parse import quote
@@ -13,18 +12,19 @@ from watchdog.clock import Clock
 from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers.exchange import (
+    TRANSPORT_ERRORS,
     Failure,
     body_chunks,
-    classify,
+    content_type,
     decode,
     parse_json,
     sse_events,
     status_failure,
+    timed,
 )
-from watchdog.probers.openai_common import ERROR_BODY_BYTES, TRANSPORT_ERRORS, headers
+from watchdog.probers.identity import endpoint_json
+from watchdog.probers.openai_common import headers
 from watchdog.result import Answer
-
-IDENTIFY_TIMEOUT_S = 10.0
 
 
 def request_body(prompt: Prompt, stream: bool) -> dict[str, Any]:
@@ -55,41 +55,28 @@ async def probe(
 
     The model is in the path (config requires `model` for triton), not in the body.
     """
-    answer = Answer()
     path = model_path(endpoint, model) + ("/generate_stream" if stream else "/generate")
-    t0 = clock.monotonic()
-    got_headers = False
-    try:
-        async with (
-            asyncio.timeout(endpoint.timeout_s),
-            client.stream(
-                "POST",
-                endpoint.base_url + path,
-                json=request_body(prompt, stream),
-                headers=headers(endpoint, stream),
-                timeout=endpoint.timeout_s,
-            ) as response,
-        ):
-            got_headers = True
-            answer.ttfb_s = clock.monotonic() - t0
-            answer.status_code = response.status_code
-            if response.status_code >= 400:
-                body = b""
-                async for chunk in response.aiter_raw():
-                    body += chunk
-                    if len(body) >= ERROR_BODY_BYTES:
-                        break
-                raise _status_failure(response, body)
-            kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-            if stream and kind == "text/event-stream":
-                await _read_stream(response, endpoint, answer, t0, clock)
-            else:
-                await _read_json(response, endpoint, answer, t0, clock, kind)
-    except TRANSPORT_ERRORS as exc:
-        failure = classify(exc, got_headers=got_headers, streaming=stream)
-        answer.error_class, answer.error_detail = failure.error_class, failure.detail
-        answer.status_code = failure.status_code or answer.status_code
-        answer.e2e_s = clock.monotonic() - t0
+
+    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
+        kind = content_type(response)
+        if stream and kind == "text/event-stream":
+            await _read_stream(response, endpoint, answer, t0, clock)
+        else:
+            await _read_json(response, endpoint, answer, t0, clock, kind)
+
+    answer = await timed(
+        client,
+        clock,
+        "POST",
+        endpoint.base_url + path,
+        endpoint.timeout_s,
+        headers(endpoint, stream),
+        read,
+        streaming=stream,
+        json_body=request_body(prompt, stream),
+        refusal=_status_failure,
+    )
+    if answer.error_class is not None:
         return answer
     if not answer.text.strip():
         answer.error_class = "empty_output"
@@ -179,29 +166,12 @@ async def _read_json(
         answer.output_tokens, answer.token_source = math.ceil(len(answer.text) / 4), "estimate"
 
 
-async def _get_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) -> Any:
-    limit = min(endpoint.timeout_s, IDENTIFY_TIMEOUT_S)
-    async with (
-        asyncio.timeout(limit),
-        client.stream(
-            "GET", endpoint.base_url + path, headers=headers(endpoint, False), timeout=limit
-        ) as response,
-    ):
-        if response.status_code != 200:
-            return None
-        body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
-    try:
-        return parse_json(decode(body, "the body", 200), "the body", 200)
-    except Failure:
-        return None
-
-
 async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
     """Model name and versions from /v2/models/{model}, server build from /v2; best effort."""
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
-        model = await _get_json(client, endpoint, model_path(endpoint, None))
-        server = await _get_json(client, endpoint, "/v2")
+        model = await endpoint_json(client, endpoint, model_path(endpoint, None))
+        server = await endpoint_json(client, endpoint, "/v2")
     except TRANSPORT_ERRORS:
         return identity  # the probe itself records why the endpoint cannot be reached
     if isinstance(model, dict):
