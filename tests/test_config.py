@@ -18,12 +18,16 @@ ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
     "top": "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline, max_concurrency",
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
-    "endpoint": "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, gpus, system_prompt, path, method, body_template, text_path",
+    "endpoint": (
+        "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, "
+        "gpus, system_prompt, path, method, body_template, text_path, health_path, ready_path, "
+        "server_metrics, metrics_url, warmup, reasoning_tokens"
+    ),
 }
 APIS = "supported: openai-chat, openai-completions, ollama, tgi, triton, http"
 NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
 CHECKS = (
-    "contains, not_contains, equals, regex, one_of, is_json, json_schema, "
+    "contains, not_contains, not_contains_canary, equals, regex, one_of, is_json, json_schema, "
     "min_length, max_length, max_ttft_s, max_e2e_s, min_tokens_per_s"
 )
 
@@ -139,7 +143,7 @@ CASES: dict[str, list[str]] = {
     "bad-alerting.yaml": [
         "bad-alerting.yaml:2: alerting.failure_threshold: must be greater than or equal to 1",
         "bad-alerting.yaml:3: alerting.severity: unknown alert kind(s) ['outage']; known: "
-        "unreachable, timeout, http_error, bad_response, format, latency_slo, drift, gpu_vram_leak, "
+        "unreachable, timeout, http_error, bad_response, format, latency_slo, canary_leak, not_serving, drift, gpu_vram_leak, "
         "gpu_vram_contention, gpu_idle_while_serving, gpu_throttling, gpu_hardware, gpu_missing",
         "bad-alerting.yaml:4: alerting.slack: give `webhook_url`, or `bot_token` with `channel`",
         "bad-alerting.yaml:9: alerting.maintenance[1].cron: invalid cron expression '0 25 * * *': "

@@ -50,6 +50,16 @@ KNOWN_METRICS: dict[str, frozenset[str]] = {
         "mlops_watchdog_alerts_firing": "endpoint kind",
         "mlops_watchdog_notifications_total": "result",
         "mlops_watchdog_outbox_pending": "",
+        "mlops_watchdog_tier_success": "endpoint tier",
+        "mlops_watchdog_tier_duration_seconds": "endpoint tier",
+        "mlops_watchdog_canary_leaks_total": "endpoint",
+        "mlops_watchdog_server_metrics_up": "endpoint",
+        "mlops_watchdog_server_requests_waiting": "endpoint",
+        "mlops_watchdog_server_requests_running": "endpoint",
+        "mlops_watchdog_server_kv_cache_usage_ratio": "endpoint",
+        "mlops_watchdog_server_generation_tokens_per_second": "endpoint",
+        "mlops_watchdog_server_ttft_seconds": "endpoint",
+        "mlops_watchdog_server_start_time_seconds": "endpoint",
         "mlops_watchdog_drift_status": "endpoint golden_set signal",
         "mlops_watchdog_drift_score": "endpoint golden_set signal",
         "mlops_watchdog_gpu_telemetry_up": "",
@@ -98,6 +108,12 @@ GPU_METRICS = {
     for name in KNOWN_METRICS
     if name.startswith(("mlops_watchdog_gpu_", "mlops_watchdog_gpus"))
 } | GPU_ENDPOINT_METRICS
+# The engine's own metrics that llama.cpp (the test peer) does not serve: vLLM and SGLang do.
+NOT_FROM_LLAMA_CPP = {
+    "mlops_watchdog_server_kv_cache_usage_ratio",
+    "mlops_watchdog_server_ttft_seconds",
+    "mlops_watchdog_server_start_time_seconds",
+}
 HISTOGRAMS = {
     "mlops_watchdog_gpu_sampling_seconds",
     "mlops_watchdog_probe_ttfb_seconds",
@@ -106,8 +122,20 @@ HISTOGRAMS = {
     "mlops_watchdog_probe_itl_seconds",
     "mlops_watchdog_scheduler_lateness_seconds",
     "mlops_watchdog_storage_write_seconds",
+    "mlops_watchdog_server_ttft_seconds",
 }
 ALWAYS = frozenset({"job", "instance"})
+ENDPOINT_ROWS = [
+    "Health",
+    "Serving",
+    "Engine",
+    "Latency",
+    "Quality",
+    "Fingerprint",
+    "GPU",
+    "Watchdog",
+    "Drift",
+]
 
 
 def load(path: Path) -> dict[str, Any]:
@@ -202,7 +230,7 @@ def test_panel_queries_lists_every_target_with_its_row() -> None:
     assert len(listed) == sum(len(p.get("targets", [])) for p in panels(board))
     assert ("Drift", "Drift score") in {(row, title) for row, title, _ in listed}
     rows = {row for row, _, _ in listed}
-    assert rows == {"Health", "Latency", "Quality", "Fingerprint", "GPU", "Watchdog", "Drift"}
+    assert rows == set(ENDPOINT_ROWS)
 
 
 def test_panel_queries_reads_collapsed_rows() -> None:
@@ -344,7 +372,7 @@ def test_every_known_metric_is_on_a_dashboard() -> None:
 def test_endpoints_dashboard() -> None:
     b = load(FOLDER / "mlops-watchdog-endpoints.json")
     rows = [p["title"] for p in b["panels"] if p["type"] == "row"]
-    assert rows == ["Health", "Latency", "Quality", "Fingerprint", "GPU", "Watchdog", "Drift"]
+    assert rows == ENDPOINT_ROWS
     endpoint = variables(b)["endpoint"]
     assert endpoint["query"] == (
         'label_values(mlops_watchdog_probe_success{job=~"$job",instance=~"$instance"}, endpoint)'

@@ -105,6 +105,10 @@ def test_once_table_without_streaming(llama_server: LlamaServer, tmp_path: Path)
     lines = done.stdout.splitlines()
     assert lines[0].split()[:3] == ["ENDPOINT", "PROMPT", "RESULT"]
     assert any(line.startswith("smol") and " ok " in line for line in lines[1:])
+    assert lines[-2].startswith("smol: liveness ok (/health ")
+    assert "; readiness ok (/v1/models " in lines[-2]
+    assert "; completion ok (5/5 golden prompts answered); engine " in lines[-2]
+    assert "requests_running 0, requests_waiting 0" in lines[-2]
     assert lines[-1].endswith("/5 ok")
     assert not (tmp_path / "data").exists()
 

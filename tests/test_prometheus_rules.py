@@ -24,7 +24,13 @@ RULE_FILES = sorted(RULES_DIR.glob("*.rules.yml"))
 RULE_TEST_FILES = sorted(RULES_DIR.glob("*test*.yml"))
 ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager" / "alertmanager.example.yml"
 RUNBOOK_BASE = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
-ENDPOINT_ALERTS = {"EndpointDown", "FormatAccuracyLow", "LatencySLOBreached"}
+ENDPOINT_ALERTS = {
+    "EndpointDown",
+    "EndpointNotServing",
+    "CanaryLeak",
+    "FormatAccuracyLow",
+    "LatencySLOBreached",
+}
 GPU_ALERTS = {
     "GpuTelemetryDown",
     "GpuMissing",

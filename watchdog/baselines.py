@@ -122,13 +122,16 @@ def _results(db: Database, run_ids: list[str]) -> pd.DataFrame:
     marks = ",".join("?" * len(run_ids))
     frame = pd.read_sql_query(
         "select run_id, prompt_id, started_ts, ok, error_class, e2e_s, ttft_s, fingerprint, "
-        f"output_profile from results where run_id in ({marks}) order by started_ts",
+        f"output_profile, cold from results where run_id in ({marks}) order by started_ts",
         db.conn,
         params=run_ids,
     )
     classes = frame["error_class"]
     frame["answered"] = classes.isna() | (classes == "check_failed")
     frame["ok"] = frame["ok"].astype(bool)
+    # A cold answer (after a change or a restart) times the loading, not the model: no latency.
+    cold = frame.pop("cold").fillna(0).astype(bool)
+    frame.loc[cold, ["e2e_s", "ttft_s"]] = None
     frame["output_profile"] = [
         json.loads(p) if isinstance(p, str) else None for p in frame["output_profile"]
     ]

@@ -126,7 +126,9 @@ def cmd_once(args: argparse.Namespace) -> int:
     if store is not None:
         try:
             for run in runs:
-                store.record_run(run.run_id, run.results, run.identity)
+                store.record_run(
+                    run.run_id, run.results, run.identity, run.tier_rows(), run.load_row()
+                )
         except StoreError as exc:
             print(f"warning: {exc}", file=sys.stderr)
         finally:
@@ -135,7 +137,12 @@ def cmd_once(args: argparse.Namespace) -> int:
         for r in results:
             print(json.dumps(r.to_json()))
     else:
-        print(table.render(results, width=shutil.get_terminal_size((160, 24)).columns))
+        notes = [
+            table.serving(p.endpoint, run.tiers, run.load.values if run.load else None)
+            for p, run in zip(config.probes, runs, strict=True)
+        ]
+        width = shutil.get_terminal_size((160, 24)).columns
+        print(table.render(results, width=width, notes=notes))
     return EXIT_OK if results and all(r.ok for r in results) else EXIT_FAILED
 
 

@@ -24,6 +24,18 @@ from watchdog.yamlfile import Document, InvalidFile, Problem, load
 DEFAULT_PATH = Path("/etc/mlops-watchdog/config.yaml")
 SHIPPED_GOLDEN_SETS = Path(__file__).parent / "data" / "golden_sets"
 APIS = ("openai-chat", "openai-completions", "ollama", "tgi", "triton", "http")
+# Each API's own liveness (health) and readiness (models) routes; `http` services name theirs.
+ROUTES: dict[str, tuple[str | None, str | None]] = {
+    "openai-chat": ("/health", "/v1/models"),
+    "openai-completions": ("/health", "/v1/models"),
+    "ollama": ("/api/version", "/api/tags"),
+    "tgi": ("/health", "/info"),
+    "triton": ("/v2/health/live", "/v2/health/ready"),
+    "http": (None, None),
+}
+# Stacks that serve their own Prometheus metrics at base_url/metrics (Triton's are on port 8002:
+# give `metrics_url`).
+HAS_METRICS = frozenset({"openai-chat", "openai-completions", "tgi"})
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 
@@ -80,6 +92,54 @@ class Endpoint(Strict):
     method: Literal["POST", "PUT"] = "POST"
     body_template: str | None = None  # sandboxed Jinja2: prompt, messages, max_tokens, temperature
     text_path: str | None = None  # dotted path into the response JSON, e.g. output.text
+    # Liveness and readiness routes, probed before each run; `null` turns one off.
+    health_path: str | None = None
+    ready_path: str | None = None
+    # The engine's own Prometheus metrics, read at each run and re-exported as server_*.
+    server_metrics: bool | None = None  # default: true where the stack serves /metrics
+    metrics_url: str | None = None  # default: base_url + /metrics
+    # One untimed request before each run's timed ones: a cold model's first answer is slow.
+    warmup: bool = False
+    # Added to every prompt's max_tokens, for models that think before they answer.
+    reasoning_tokens: int = Field(0, ge=0, le=131072)
+
+    @property
+    def liveness_path(self) -> str | None:
+        return self._route("health_path", 0)
+
+    @property
+    def readiness_path(self) -> str | None:
+        return self._route("ready_path", 1)
+
+    def _route(self, key: str, which: int) -> str | None:
+        if key in self.model_fields_set:
+            value: str | None = getattr(self, key)
+            return value or None
+        return ROUTES[self.api][which]
+
+    @property
+    def metrics_source(self) -> str | None:
+        """Where the engine's metrics are read, or None when they are not."""
+        wanted = self.server_metrics
+        if wanted is None:
+            wanted = self.metrics_url is not None or self.api in HAS_METRICS
+        if not wanted:
+            return None
+        return self.metrics_url or self.base_url + "/metrics"
+
+    @field_validator("health_path", "ready_path", "path")
+    @classmethod
+    def _route_path(cls, value: str | None) -> str | None:
+        if value and not value.startswith("/"):
+            raise ValueError(f"a route starts with /, e.g. /{value}")
+        return value
+
+    @field_validator("metrics_url")
+    @classmethod
+    def _metrics_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("metrics_url must start with http:// or https:// and name a host")
+        return value
 
     @model_validator(mode="after")
     def _api_needs(self) -> Endpoint:

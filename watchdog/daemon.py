@@ -17,9 +17,10 @@ from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.sender import Notifier, Sender
 from watchdog.clock import Clock
+from watchdog.cold import ColdStarts
 from watchdog.config import Config, Probe
 from watchdog.detectors import Finding
-from watchdog.drift import Signal
+from watchdog.drift import Change, Signal
 from watchdog.gpu_metrics import GpuCollector
 from watchdog.metrics import AlertingCollector, ProbeCollector, ProbeMetrics
 from watchdog.nvml import Nvml
@@ -129,6 +130,7 @@ class Daemon:
             if latest is not None:
                 since = datetime.fromisoformat(latest.at.replace("Z", "+00:00")).timestamp()
             self.metrics.remember_fingerprint(row["endpoint"], row["fingerprint"], "", since)
+        self.cold = ColdStarts({name: store.last_run_unanswered(name) for name in config.endpoints})
         self.gpu = GpuWatch(config, nvml, store)
         self.registry.register(ProbeCollector(self.metrics))
         self.registry.register(GpuCollector(self.gpu))
@@ -148,11 +150,16 @@ class Daemon:
         try:
             with self.store.transaction():  # results, alert state and pages: all or nothing
                 now = self.clock.now()
-                queued = self._changes(endpoint.name, run, now)
-                self.store.record_run(run.run_id, run.results, run.identity)
+                change, queued = self._changes(endpoint.name, run, now)
+                cold = self.cold.flag(endpoint, run, change)
+                if cold:
+                    log.info("%s: %s, kept out of latency drift", endpoint.name, cold)
+                self.store.record_run(
+                    run.run_id, run.results, run.identity, run.tier_rows(), run.load_row()
+                )
                 if meter:
                     self.gpu.finish(meter, run.results, run.run_id, now.timestamp())
-                queued += self.alerter.observe(endpoint, run.results, now)
+                queued += self.alerter.observe(endpoint, run.results, now, run.tiers)
                 queued += self._drift(endpoint.name, probe.golden_set, run, now)
             if queued and self.sender:
                 self.sender.wake.set()
@@ -163,18 +170,21 @@ class Daemon:
             self.store_ok = True
             self.metrics.write.observe(time.perf_counter() - started)
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
+        self.metrics.observe_serving(probe.endpoint, run.tiers, run.load, run.load_error)
+        if run.load_error:
+            log.warning("%s: engine metrics not read: %s", probe.endpoint, run.load_error)
         log.info("%s", summary(probe, run))
         return run
 
-    def _changes(self, endpoint: str, run: Run, now: datetime) -> list[str]:
+    def _changes(self, endpoint: str, run: Run, now: datetime) -> tuple[Change | None, list[str]]:
         answered = any(r.answer.error_class is None for r in run.results)
         identity = changes.identity_of(run.identity, run.results)
         change = changes.observe(self.store.db, endpoint, identity, answered, now)
         if change is None:
-            return []
+            return None, []
         self.metrics.changes[(endpoint, change.kind)] += 1
         self.metrics.changed(endpoint, now.timestamp())
-        return [self.alerter.announce(change, now)]
+        return change, [self.alerter.announce(change, now)]
 
     def _drift(self, endpoint: str, golden_key: str, run: Run, now: datetime) -> list[str]:
         """Refresh the pair's baseline when due, compare, and advance the endpoint's drift alert."""

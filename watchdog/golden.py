@@ -67,6 +67,30 @@ class Prompt:
         system = {"role": "system", "content": system_prompt}
         return Prompt(self.id, [system, *self.messages], self.sampling, self.checks)
 
+    def with_extra_tokens(self, extra: int) -> Prompt:
+        """Room for a reasoning model's thinking on top of the answer's own max_tokens."""
+        if not extra or "max_tokens" not in self.sampling:
+            return self
+        sampling = {**self.sampling, "max_tokens": self.sampling["max_tokens"] + extra}
+        return Prompt(self.id, self.messages, sampling, self.checks)
+
+    @property
+    def plants_canary(self) -> bool:
+        return any(c.name == checks_mod.CANARY for c in self.checks)
+
+    def with_canary(self, token: str) -> Prompt:
+        """This run's canary in the messages, and the leak check that looks for it."""
+        if not self.plants_canary:
+            return self
+        messages = [
+            {**m, "content": m["content"].replace(checks_mod.CANARY_MARK, token)}
+            for m in self.messages
+        ]
+        bound = [
+            checks_mod.canary(token) if c.name == checks_mod.CANARY else c for c in self.checks
+        ]
+        return Prompt(self.id, messages, self.sampling, bound)
+
     @property
     def as_text(self) -> str:
         """The prompt for completion APIs: the messages' contents, one per paragraph."""
@@ -101,7 +125,18 @@ def load_golden_set(path: Path) -> GoldenSet:
                 if p.messages is not None
                 else [{"role": "user", "content": p.prompt or ""}]
             )
-            prompts.append(Prompt(p.id, messages, sampling, parsed_checks[i]))
+            prompt = Prompt(p.id, messages, sampling, parsed_checks[i])
+            if prompt.plants_canary and not any(
+                checks_mod.CANARY_MARK in m["content"] for m in messages
+            ):
+                doc.problems.append(
+                    doc.problem(
+                        ("prompts", i, "checks"),
+                        f"{checks_mod.CANARY} needs {checks_mod.CANARY_MARK} in one of the "
+                        "prompt's messages (the system message, usually)",
+                    )
+                )
+            prompts.append(prompt)
     if doc.problems or spec is None:
         raise InvalidFile(doc.problems)
     canonical = json.dumps(spec.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))

@@ -20,9 +20,11 @@ from sqlite_utils import Database
 
 from watchdog import __version__
 from watchdog.alerting import outbox
-from watchdog.alerting.kinds import PROBE_KINDS
+from watchdog.alerting.kinds import PROBE_KINDS, leaked
 from watchdog.config import Config
 from watchdog.drift import STATUS_VALUE, Signal
+from watchdog.probers.readiness import TierOutcome
+from watchdog.probers.server_metrics import EXPORTED, ServerLoad
 from watchdog.result import ERROR_CLASSES, ProbeResult
 
 PREFIX = "mlops_watchdog_"
@@ -97,6 +99,9 @@ class ProbeMetrics:
         self.write = Histogram(WORK_BUCKETS)
         self.changes: dict[tuple[str, str], int] = defaultdict(int)  # (endpoint, kind)
         self.drift: dict[tuple[str, str, str], Signal] = {}  # (endpoint, golden_set, signal)
+        self.canary_leaks: dict[str, int] = {name: 0 for name in config.endpoints}
+        self.tiers: dict[tuple[str, str], TierOutcome] = {}  # (endpoint, tier)
+        self.loads: dict[str, ServerLoad | None] = {}  # None: the last read failed
         # Series that can be known up front exist at zero from the start.
         for endpoint in config.endpoints:
             for error_class in ERROR_CLASSES:
@@ -128,6 +133,8 @@ class ProbeMetrics:
             self.results[(r.endpoint, outcome)] += 1
             if r.error_class:
                 self.errors[(r.endpoint, r.error_class)] += 1
+            if leaked(r):
+                self.canary_leaks[r.endpoint] = self.canary_leaks.get(r.endpoint, 0) + 1
             if r.checks:
                 self.check_ratio[key] = sum(c.ok for c in r.checks) / len(r.checks)
             if a.tokens_per_s is not None:
@@ -149,6 +156,19 @@ class ProbeMetrics:
             if answered:
                 self.accuracy[key] = sum(r.ok for r in answered) / len(answered)
         self.last_cycle = finished_at
+
+    def observe_serving(
+        self,
+        endpoint: str,
+        tiers: Iterable[TierOutcome],
+        load: ServerLoad | None,
+        load_error: str | None,
+    ) -> None:
+        """The run's liveness, readiness and completion, and the engine's own metrics."""
+        for t in tiers:
+            self.tiers[(endpoint, t.tier)] = t
+        if load is not None or load_error is not None:
+            self.loads[endpoint] = load
 
     def observe_drift(self, signals: Iterable[Signal]) -> None:
         for s in signals:
@@ -289,11 +309,61 @@ class ProbeCollector(Collector):
             pair_signal,
             {k: s.score for k, s in m.drift.items() if s.score is not None},
         )
+        yield _counter(
+            "canary_leaks",
+            "Answers that gave away the run's canary token from the system prompt.",
+            ["endpoint"],
+            {(k,): v for k, v in m.canary_leaks.items()},
+        )
+        yield _gauge(
+            "tier_success",
+            "1 if the tier passed in the last run: liveness (health route), readiness (models "
+            "route), completion (a golden prompt answered).",
+            ["endpoint", "tier"],
+            {k: float(t.ok) for k, t in m.tiers.items()},
+        )
+        yield _gauge(
+            "tier_duration_seconds",
+            "How long the tier's request took in the last run.",
+            ["endpoint", "tier"],
+            {k: t.latency_s for k, t in m.tiers.items() if t.latency_s is not None},
+        )
+        yield from _server_families(m.loads)
         write = HistogramMetricFamily(
             PREFIX + "storage_write_seconds", "Time to store one probe run."
         )
         write.add_metric([], m.write.buckets(), m.write.total)
         yield write
+
+
+def _server_families(loads: Mapping[str, ServerLoad | None]) -> Iterator[Metric]:
+    """The engines' own metrics under our names, one series per endpoint that has them."""
+    yield _gauge(
+        "server_metrics_up",
+        "1 if the engine's own /metrics was read in the last run.",
+        ["endpoint"],
+        {(e,): float(load is not None) for e, load in loads.items()},
+    )
+    current = {e: load for e, load in sorted(loads.items()) if load is not None}
+    for name, kind, doc in EXPORTED:
+        if kind == "histogram":
+            family = HistogramMetricFamily(f"{PREFIX}server_{name}", doc, labels=["endpoint"])
+            for e, load in current.items():
+                if load.ttft is not None:
+                    buckets = [(_bound(le), count) for le, count in load.ttft.buckets]
+                    buckets[-1] = ("+Inf", buckets[-1][1])
+                    family.add_metric([e], buckets, load.ttft.sum)
+            yield family
+            continue
+        values = {
+            (e,): (load.started_at if name == "start_time_seconds" else load.values.get(name))
+            for e, load in current.items()
+        }
+        yield _gauge("server_" + name, doc, ["endpoint"], present(values))
+
+
+def present(values: Mapping[Any, float | None]) -> dict[Any, float]:
+    return {k: v for k, v in values.items() if v is not None}
 
 
 def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:

@@ -53,6 +53,11 @@ class Answer:
     server_timings: dict[str, float] | None = None
 
     @property
+    def reasoning_only(self) -> bool:
+        """The model thought but did not answer (a reasoning model out of max_tokens)."""
+        return not self.text.strip() and bool(self.reasoning.strip()) and not self.tool_calls
+
+    @property
     def tpot_s(self) -> float | None:
         """Time per output token after the first: (e2e − TTFT) / (n − 1)."""
         n = self.output_tokens
@@ -86,6 +91,12 @@ class ProbeResult:
     response_excerpt: str | None = None
     response_sha256: str | None = None
     output_profile: dict[str, int] | None = None  # hashed character 3-grams, for output drift
+    # The first answer after a fingerprint change or an endpoint restart: kept out of latency drift.
+    cold_reason: str | None = None
+
+    @property
+    def cold(self) -> bool:
+        return self.cold_reason is not None
 
     @property
     def error_class(self) -> ErrorClass | None:
@@ -122,11 +133,13 @@ class ProbeResult:
             "output_tokens": a.output_tokens,
             "token_source": a.token_source,
             "finish_reason": a.finish_reason,
+            "reasoning_only": a.reasoning_only,
             "model": a.model,
             "checks": [asdict(c) for c in self.checks],
             "fingerprint": self.fingerprint,
             "golden_set_hash": self.golden_set_hash,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
+            "cold": self.cold,
             "response_excerpt": self.response_excerpt,
             "response_sha256": self.response_sha256,
         }

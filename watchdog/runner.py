@@ -5,19 +5,26 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import secrets
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
 
 from watchdog.clock import Clock
-from watchdog.config import Config, Probe
+from watchdog.config import Config, Endpoint, Probe
 from watchdog.drift import profile
-from watchdog.golden import GoldenSet
-from watchdog.probers import PROBERS
+from watchdog.golden import GoldenSet, Prompt
+from watchdog.probers import PROBERS, readiness
+from watchdog.probers.exchange import TRANSPORT_ERRORS, classify
 from watchdog.probers.identity import identify
-from watchdog.result import Answer, ProbeResult
+from watchdog.probers.openai_common import headers
+from watchdog.probers.readiness import TierOutcome
+from watchdog.probers.server_metrics import ServerLoad, scrape
+from watchdog.result import Answer, CheckOutcome, ProbeResult
 
 
 @dataclass
@@ -25,6 +32,27 @@ class Run:
     run_id: str
     results: list[ProbeResult]
     identity: dict[str, Any]
+    tiers: list[TierOutcome] = field(default_factory=list)  # liveness, readiness, completion
+    load: ServerLoad | None = None  # the engine's own metrics at the start of the run
+    load_error: str | None = None  # why they could not be read
+
+    def tier(self, name: str) -> TierOutcome | None:
+        return next((t for t in self.tiers if t.tier == name), None)
+
+    def tier_rows(self) -> list[dict[str, Any]]:
+        return [t.to_json() for t in self.tiers]
+
+    def load_row(self) -> dict[str, Any] | None:
+        """The engine's metrics as stored next to the run's results, or why they are missing."""
+        if self.load is None and self.load_error is None:
+            return None
+        at = self.results[0].started_at.timestamp() if self.results else None
+        return {
+            "at_ts": at,
+            "ok": int(self.load is not None),
+            "load": json.dumps(self.load.to_json()) if self.load else None,
+            "detail": self.load_error,
+        }
 
 
 def fingerprint(identity: dict[str, Any], system_fingerprint: str | None, golden_hash: str) -> str:
@@ -47,6 +75,11 @@ def shape_response(text: str, mode: str, excerpt_chars: int) -> tuple[str | None
     return text, digest
 
 
+def new_canary() -> str:
+    """A fresh token for each run: a leaked one names the very run that gave it away."""
+    return secrets.token_hex(5)
+
+
 def redact(text: str | None, secrets: set[str]) -> str | None:
     if text is None:
         return None
@@ -58,10 +91,17 @@ def redact(text: str | None, secrets: set[str]) -> str | None:
 class Runner:
     """Holds the side effects a probe needs; one per process, shared by every probe."""
 
-    def __init__(self, config: Config, client: httpx.AsyncClient, clock: Clock):
+    def __init__(
+        self,
+        config: Config,
+        client: httpx.AsyncClient,
+        clock: Clock,
+        canary: Callable[[], str] = new_canary,
+    ):
         self.config = config
         self.client = client
         self.clock = clock
+        self.canary = canary
         self.everywhere = asyncio.Semaphore(config.max_concurrency)
         self.limits = {
             name: asyncio.Semaphore(ep.concurrency) for name, ep in config.endpoints.items()
@@ -70,14 +110,54 @@ class Runner:
     async def run(self, probe: Probe) -> Run:
         endpoint = self.config.endpoints[probe.endpoint]
         golden = self.config.golden_sets[probe.golden_set]
+        tiers = await readiness.routes(self.client, endpoint, self.clock)
+        load, load_error = await self._server_load(endpoint)
         identity = await identify(self.client, endpoint)
         if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
             identity["template_hash"] = short_hash(endpoint.system_prompt)
         model = endpoint.model or (identity.get("model_ids") or [None])[0]
+        token = self.canary()
+        if endpoint.warmup:
+            warmup = self._prompt(endpoint, golden, 0, token)
+            await self._request(endpoint, model, warmup, probe.stream)
         results = [
-            await self._ask(probe, golden, model, i, identity) for i in range(len(golden.prompts))
+            await self._ask(probe, golden, model, i, identity, token)
+            for i in range(len(golden.prompts))
         ]
-        return Run(uuid.uuid4().hex[:16], results, identity)
+        completion = readiness.completion(results)
+        tiers += [completion] if completion else []
+        return Run(uuid.uuid4().hex[:16], results, identity, tiers, load, load_error)
+
+    async def _server_load(self, endpoint: Endpoint) -> tuple[ServerLoad | None, str | None]:
+        """The engine's queue, batch and cache at probe time: busy, or regressed?"""
+        url = endpoint.metrics_source
+        if url is None:
+            return None, None
+        timeout = min(endpoint.timeout_s, readiness.TIER_TIMEOUT_S)
+        try:
+            sent = headers(endpoint, False)
+            return await scrape(self.client, url, sent, timeout, endpoint.max_body_bytes), None
+        except TRANSPORT_ERRORS as exc:
+            failure = classify(exc, got_headers=False, streaming=False)
+            hint = " (set server_metrics: false if it has none)" if failure.status_code else ""
+            return None, redact(
+                f"{failure.error_class}: {failure.detail}{hint}", self.config.secrets
+            )
+
+    @staticmethod
+    def _prompt(endpoint: Endpoint, golden: GoldenSet, index: int, canary: str) -> Prompt:
+        prompt = golden.prompts[index].with_system(endpoint.system_prompt)
+        return prompt.with_extra_tokens(endpoint.reasoning_tokens).with_canary(canary)
+
+    async def _request(
+        self, endpoint: Endpoint, model: str | None, prompt: Prompt, stream: bool
+    ) -> tuple[datetime, Answer]:
+        async with self.limits[endpoint.name], self.everywhere:
+            started = self.clock.now()
+            answer = await PROBERS[endpoint.api](
+                self.client, endpoint, model, prompt, stream, self.clock
+            )
+        return started, answer
 
     async def _ask(
         self,
@@ -86,16 +166,13 @@ class Runner:
         model: str | None,
         index: int,
         identity: dict[str, Any],
+        canary: str,
     ) -> ProbeResult:
         endpoint = self.config.endpoints[probe.endpoint]
-        prompt = golden.prompts[index].with_system(endpoint.system_prompt)
-        async with self.limits[endpoint.name], self.everywhere:
-            started = self.clock.now()
-            answer: Answer = await PROBERS[endpoint.api](
-                self.client, endpoint, model, prompt, probe.stream, self.clock
-            )
+        prompt = self._prompt(endpoint, golden, index, canary)
+        started, answer = await self._request(endpoint, model, prompt, probe.stream)
         answer.error_detail = redact(answer.error_detail, self.config.secrets)
-        outcomes = [check(answer) for check in prompt.checks] if not answer.error_class else []
+        outcomes = self._checks(endpoint, prompt, answer)
         storage = self.config.storage
         excerpt, digest = shape_response(answer.text, storage.responses, storage.excerpt_chars)
         # The lexical profile that output drift compares; `hash` mode keeps no trace of the text.
@@ -115,3 +192,17 @@ class Runner:
             response_sha256=digest,
             output_profile=output,
         )
+
+    @staticmethod
+    def _checks(endpoint: Endpoint, prompt: Prompt, answer: Answer) -> list[CheckOutcome]:
+        if answer.error_class:
+            return []
+        if answer.reasoning_only:  # not empty_output: the model spent its tokens thinking
+            budget = prompt.sampling.get("max_tokens")
+            detail = (
+                f"the model reasoned ({len(answer.reasoning)} characters) but gave no answer "
+                f"within max_tokens {budget} (finish_reason={answer.finish_reason}); raise the "
+                f"endpoint's reasoning_tokens (now {endpoint.reasoning_tokens})"
+            )
+            return [CheckOutcome("reasoning_only", False, detail)]
+        return [check(answer) for check in prompt.checks]

@@ -1,13 +1,16 @@
-"""Terminal tables for `once` (one line per result) and `gpu` (a block per GPU): pure functions."""
+"""Terminal tables for `once` (one line per result, then the endpoints' readiness) and `gpu` (a
+block per GPU): pure functions."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from watchdog.result import ProbeResult
 
 if TYPE_CHECKING:
     from watchdog.nvml import GpuSample
+    from watchdog.probers.readiness import TierOutcome
 
 HEADER = ("ENDPOINT", "PROMPT", "RESULT", "TTFT", "E2E", "ITL P50", "TOKENS", "TOK/S", "DETAIL")
 
@@ -25,7 +28,8 @@ def _detail(r: ProbeResult) -> str:
     return "; ".join(failed)
 
 
-def render(results: list[ProbeResult], width: int = 160) -> str:
+def render(results: list[ProbeResult], width: int = 160, notes: Sequence[str] = ()) -> str:
+    """The results, one per line; then `notes` (the endpoints' readiness), then the tally."""
     rows = [HEADER]
     for r in results:
         j = r.to_json()
@@ -51,9 +55,26 @@ def render(results: list[ProbeResult], width: int = 160) -> str:
         line = "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=False))
         line = f"{line}  {row[-1]}".rstrip()
         lines.append(line if len(line) <= width else line[: width - 1] + "…")
+    lines += notes  # whole: a terminal wraps them, and the engine's load comes last
     ok = sum(r.ok for r in results)
     lines.append(f"{ok}/{len(results)} ok")
     return "\n".join(lines)
+
+
+def serving(endpoint: str, tiers: list[TierOutcome], load: dict[str, float] | None) -> str:
+    """One line under the table per endpoint: its tiers, and its engine's own load."""
+    parts = [f"{t.tier} {'ok' if t.ok else 'FAILED'} ({_tier_detail(t)})" for t in tiers]
+    if load:
+        parts.append("engine " + ", ".join(f"{k} {v:g}" for k, v in sorted(load.items())))
+    return f"{endpoint}: " + "; ".join(parts)
+
+
+def _tier_detail(t: TierOutcome) -> str:
+    if t.tier == "completion":
+        return t.detail.split(":")[0]
+    if t.ok:
+        return f"{t.path} {_s(t.latency_s)}"
+    return f"{t.path} {t.error_class}"
 
 
 def _gib(value: int | None) -> str:

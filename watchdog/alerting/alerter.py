@@ -17,6 +17,7 @@ from watchdog.alerting.settings import Alerting, Slo
 from watchdog.config import Endpoint
 from watchdog.detectors import Finding
 from watchdog.drift import Change
+from watchdog.probers.readiness import TierOutcome
 from watchdog.result import ProbeResult
 
 log = logging.getLogger("mlops_watchdog.alerting")
@@ -48,11 +49,18 @@ class Alerter:
             firing_sent=bool(r["firing_sent"]),
         )
 
-    def observe(self, endpoint: Endpoint, results: list[ProbeResult], now: datetime) -> list[str]:
+    def observe(
+        self,
+        endpoint: Endpoint,
+        results: list[ProbeResult],
+        now: datetime,
+        tiers: list[TierOutcome] | None = None,
+    ) -> list[str]:
         """Advance every kind of this endpoint; call inside the transaction storing `results`.
 
         Returns the outbox keys it queued (sent or suppressed)."""
-        return self._advance(endpoint.name, observe(results, endpoint.slo), now, endpoint)
+        seen = observe(results, endpoint.slo, tiers)
+        return self._advance(endpoint.name, seen, now, endpoint)
 
     def observe_findings(
         self, kind: str, findings: list[Finding], now: datetime, endpoints: dict[str, Endpoint]

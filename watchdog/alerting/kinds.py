@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from watchdog.alerting.settings import Slo
+from watchdog.checks import CANARY
+from watchdog.probers.readiness import TierOutcome
 from watchdog.result import ProbeResult
 
 
@@ -32,6 +34,11 @@ KINDS: dict[str, Kind] = {
     ),
     "format": Kind("format checks failing", "warning", frozenset({"check_failed"})),
     "latency_slo": Kind("latency above its SLO", "warning"),
+    # A golden prompt talked the model into giving away the run's canary from its system prompt.
+    "canary_leak": Kind("prompt injection leaked the system prompt", "warning"),
+    # The health route says fine, the golden prompts get no answer: a hung engine behind a live
+    # HTTP server, which load balancers and Kubernetes probes keep sending traffic to.
+    "not_serving": Kind("healthy but not serving", "critical"),
     "drift": Kind("behaviour drifted from its baseline", "warning", source="drift"),
     "gpu_vram_leak": Kind("VRAM leak", "warning", source="gpu"),
     "gpu_vram_contention": Kind("VRAM contention", "warning", source="gpu"),
@@ -61,7 +68,9 @@ def _median(values: list[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-def observe(results: list[ProbeResult], slo: Slo) -> dict[str, Observation]:
+def observe(
+    results: list[ProbeResult], slo: Slo, tiers: list[TierOutcome] | None = None
+) -> dict[str, Observation]:
     """Per kind: failing, fine, or (absent) no evidence either way.
 
     A kind is fine only when some prompt got a full answer without that kind of failure: an
@@ -73,35 +82,71 @@ def observe(results: list[ProbeResult], slo: Slo) -> dict[str, Observation]:
     e2e = _median([r.answer.e2e_s for r in answered])
     out: dict[str, Observation] = {}
     for name in PROBE_KINDS:
-        kind = KINDS[name]
         if name == "latency_slo":
-            observation = _latency(slo, ttft, e2e, len(answered))
-            if observation:
-                out[name] = Observation(
-                    observation[0], observation[1], model=model, ttft_p50_s=ttft, e2e_p50_s=e2e
-                )
-            continue
-        failed = [r for r in results if r.error_class in kind.error_classes]
-        if failed:
-            last = failed[-1]
-            detail = last.answer.error_detail or _failed_checks(last)
-            summary = f"{len(failed)}/{len(results)} prompts: {last.prompt_id}: {detail}"
-            out[name] = Observation(
-                True, summary, last.error_class, detail, model, ttft_p50_s=ttft, e2e_p50_s=e2e
-            )
-        elif answered:
-            ok = f"{len(answered)}/{len(results)} prompts answered"
-            out[name] = Observation(False, ok, model=model, ttft_p50_s=ttft, e2e_p50_s=e2e)
+            seen = _latency(slo, ttft, e2e, len(answered))
+        elif name == "not_serving":
+            seen = _not_serving(tiers or [])
+        else:
+            seen = _failures(name, results, answered)
+        if seen is not None:
+            out[name] = replace(seen, model=model, ttft_p50_s=ttft, e2e_p50_s=e2e)
     return out
 
 
-def _failed_checks(result: ProbeResult) -> str:
-    return "; ".join(f"{c.name}: {c.detail}" for c in result.checks if not c.ok)
+def _failures(
+    name: str, results: list[ProbeResult], answered: list[ProbeResult]
+) -> Observation | None:
+    """The kinds read off error classes, and canary leaks off their check."""
+    if name == "canary_leak":
+        failed = [r for r in results if leaked(r)]
+        if not any(c.name == CANARY for r in answered for c in r.checks):
+            return None  # no canary was asked about: no evidence
+    else:
+        failed = [r for r in results if r.error_class in KINDS[name].error_classes]
+    if name == "format":  # a leak is its own kind: one page, not two
+        failed = [r for r in failed if _failed_checks(r, but=CANARY)]
+    if failed:
+        last = failed[-1]
+        only = CANARY if name == "canary_leak" else None
+        detail = last.answer.error_detail or _failed_checks(last, only=only)
+        summary = f"{len(failed)}/{len(results)} prompts: {last.prompt_id}: {detail}"
+        return Observation(True, summary, last.error_class, detail)
+    if answered:
+        return Observation(False, f"{len(answered)}/{len(results)} prompts answered")
+    return None
 
 
-def _latency(
-    slo: Slo, ttft: float | None, e2e: float | None, answered: int
-) -> tuple[bool, str] | None:
+def _not_serving(tiers: list[TierOutcome]) -> Observation | None:
+    """Failing when the health (or models) route passed and no golden prompt got an answer;
+    no evidence when the route failed too (then `unreachable` or `timeout` speaks)."""
+    by_tier = {t.tier: t for t in tiers}
+    healthy = by_tier.get("liveness") or by_tier.get("readiness")
+    completion = by_tier.get("completion")
+    if healthy is None or completion is None or not healthy.ok:
+        return None
+    if completion.ok:
+        return Observation(False, f"{healthy.detail}; {completion.detail}")
+    return Observation(
+        True,
+        f"{healthy.detail}, but {completion.detail}",
+        completion.error_class,
+        completion.detail,
+    )
+
+
+def leaked(result: ProbeResult) -> bool:
+    return any(c.name == CANARY and not c.ok for c in result.checks)
+
+
+def _failed_checks(result: ProbeResult, only: str | None = None, but: str | None = None) -> str:
+    return "; ".join(
+        f"{c.name}: {c.detail}"
+        for c in result.checks
+        if not c.ok and (only is None or c.name == only) and c.name != but
+    )
+
+
+def _latency(slo: Slo, ttft: float | None, e2e: float | None, answered: int) -> Observation | None:
     if not answered or (slo.ttft_s is None and slo.e2e_s is None):
         return None
     breaches = []
@@ -109,4 +154,4 @@ def _latency(
         breaches.append(f"TTFT p50 {ttft:.3f}s > SLO {slo.ttft_s:g}s")
     if slo.e2e_s is not None and e2e is not None and e2e > slo.e2e_s:
         breaches.append(f"e2e p50 {e2e:.3f}s > SLO {slo.e2e_s:g}s")
-    return (True, "; ".join(breaches)) if breaches else (False, "within SLO")
+    return Observation(True, "; ".join(breaches)) if breaches else Observation(False, "within SLO")

@@ -72,6 +72,84 @@ def health() -> list[Panel]:
     ]
 
 
+def serving() -> list[Panel]:
+    return [
+        timeline(
+            "Liveness, readiness, completion",
+            "bool",
+            (
+                f"min by (endpoint, tier) ({ep('mlops_watchdog_tier_success')})",
+                "{{endpoint}} {{tier}}",
+            ),
+            states=OK_STATES,
+            span=12,
+            description=(
+                "Health route, models route, and a real golden answer. Liveness ok with completion "
+                "failing is a hung engine behind a live HTTP server."
+            ),
+        ),
+        graph(
+            "Engine queue",
+            "none",
+            (
+                f"sum by (endpoint) ({ep('mlops_watchdog_server_requests_waiting')})",
+                "{{endpoint}} waiting",
+            ),
+            (
+                f"sum by (endpoint) ({ep('mlops_watchdog_server_requests_running')})",
+                "{{endpoint}} running",
+            ),
+            description=(
+                "Requests queued and running in the engine, from its own /metrics at each probe: "
+                "a slow probe with a long queue is busy, not regressed."
+            ),
+        ),
+        graph(
+            "Engine throughput",
+            "suffix: tok/s",
+            (ep("mlops_watchdog_server_generation_tokens_per_second"), "{{endpoint}}"),
+            description="Generation speed the engine reports (llama.cpp, SGLang, vLLM V0).",
+        ),
+        graph(
+            "Health check duration",
+            "s",
+            (ep("mlops_watchdog_tier_duration_seconds"), "{{endpoint}} {{tier}}"),
+            description="How long the health and models routes and the first answer took, last run.",
+        ),
+        timeline(
+            "Engine metrics read",
+            "bool",
+            (ep("mlops_watchdog_server_metrics_up"), "{{endpoint}}"),
+            states=OK_STATES,
+            description="Failing when the engine's /metrics could not be read (set server_metrics: false if it has none).",
+        ),
+    ]
+
+
+def engine() -> list[Panel]:
+    """What only some engines say about themselves (vLLM, SGLang): empty for llama.cpp."""
+    return [
+        graph(
+            "Engine KV-cache usage",
+            "percentunit",
+            (ep("mlops_watchdog_server_kv_cache_usage_ratio"), "{{endpoint}}"),
+            ratio=True,
+            description="Near 1, new requests wait or get preempted: slow because full.",
+        ),
+        latency(
+            "Engine time to first token",
+            "mlops_watchdog_server_ttft_seconds",
+            description="The engine's own TTFT histogram over all its traffic, next to the probes'.",
+        ),
+        single(
+            "Engine uptime",
+            "s",
+            (f"time() - {ep('mlops_watchdog_server_start_time_seconds')}", "{{endpoint}}"),
+            description="Since the engine's process started; a restart resets it.",
+        ),
+    ]
+
+
 def latencies() -> list[Panel]:
     return [
         latency(
@@ -122,6 +200,15 @@ def quality() -> list[Panel]:
                 f"({over_interval('rate', ep('mlops_watchdog_probe_errors_total'))})",
                 "{{endpoint}} {{class}}",
             ),
+        ),
+        graph(
+            "Canary leaks",
+            "none",
+            (
+                f"sum by (endpoint) ({over_interval('increase', ep('mlops_watchdog_canary_leaks_total'))})",
+                "{{endpoint}}",
+            ),
+            description="Answers that gave away the system prompt's canary (golden_sets/injection.yaml).",
         ),
         graph(
             "Output tokens per second",
@@ -261,6 +348,8 @@ def render() -> dict[str, Any]:
         ],
         [
             ("Health", health()),
+            ("Serving", serving()),
+            ("Engine", engine()),
             ("Latency", latencies()),
             ("Quality", quality()),
             ("Fingerprint", fingerprints()),

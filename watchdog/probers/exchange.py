@@ -256,7 +256,7 @@ async def error_body(response: httpx.Response) -> bytes:
             body += chunk
             if len(body) >= ERROR_BODY_BYTES:
                 break
-    except Failure:
+    except (Failure, httpx.StreamError):  # a body already read (by a test transport) is none
         pass
     return body[:ERROR_BODY_BYTES]
 
@@ -281,3 +281,19 @@ async def get_json(
             return parse_json(decode(body, "the body", 200), "the body", 200)
         except Failure:
             return None
+
+
+async def get_text(
+    client: httpx.AsyncClient, url: str, sent: dict[str, str], timeout_s: float, cap: int
+) -> tuple[str, httpx.Headers]:
+    """A GET whose text answer is needed: the capped, UTF-8 body of a 200 and its headers.
+    Anything else is a Failure (http_status, rate_limited, too_large, bad_response); transport
+    errors are the caller's to classify."""
+    async with (
+        asyncio.timeout(timeout_s),
+        client.stream("GET", url, headers=sent, timeout=timeout_s) as response,
+    ):
+        if response.status_code != 200:
+            raise status_failure(response, await error_body(response))
+        body = b"".join([c async for c in body_chunks(response, cap)])
+        return decode(body, "the body", 200), response.headers

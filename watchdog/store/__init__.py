@@ -66,16 +66,30 @@ class Store:
             raise StoreError(f"{self.path}: cannot write: {exc}") from None
 
     def record_run(
-        self, run_id: str, results: Iterable[ProbeResult], identity: dict[str, Any]
+        self,
+        run_id: str,
+        results: Iterable[ProbeResult],
+        identity: dict[str, Any],
+        tiers: Iterable[dict[str, Any]] = (),  # readiness.TierOutcome.to_json()
+        load: dict[str, Any] | None = None,
     ) -> None:
-        """Store one probe run's results and fingerprints atomically."""
+        """Store one probe run atomically: results, fingerprints, readiness tiers, engine load."""
         rows = [_row(run_id, r) for r in results]
         if not rows:
             return
+        endpoint, started_ts = rows[0]["endpoint"], rows[0]["started_ts"]
         with self.transaction():
             for r in rows:
                 self._seen(r["endpoint"], r["fingerprint"], r["started_at"], identity)
             self.db.table("results").insert_all(rows)
+            self.db.table("readiness").insert_all(
+                {"run_id": run_id, "endpoint": endpoint, "started_ts": started_ts, **t}
+                for t in tiers
+            )
+            if load is not None:
+                self.db.table("server_load").insert(
+                    {"run_id": run_id, "endpoint": endpoint, **load}, replace=True
+                )
 
     def _seen(self, endpoint: str, fingerprint: str, at: str, identity: dict[str, Any]) -> None:
         key = (endpoint, fingerprint)
@@ -92,6 +106,18 @@ class Store:
                     "components": json.dumps(identity, sort_keys=True),
                 }
             )
+
+    def last_run_unanswered(self, endpoint: str) -> bool:
+        """Whether the endpoint's last stored run got no answer at all (it was down)."""
+        row = next(
+            self.db.query(
+                "select count(*) as n, sum(error_class is null or error_class = 'check_failed') "
+                "as answered from results where run_id = (select run_id from results where "
+                "endpoint = ? order by started_ts desc limit 1)",
+                [endpoint],
+            )
+        )
+        return bool(row["n"]) and not row["answered"]
 
     def results_since(self, since_ts: float) -> pd.DataFrame:
         return pd.read_sql_query(
@@ -141,6 +167,8 @@ def _row(run_id: str, r: ProbeResult) -> dict[str, Any]:
                 "response_sha256",
             )
         },
+        "cold": int(r.cold),
+        "cold_reason": r.cold_reason,
         "checks": json.dumps(j["checks"]),
         "checks_passed": sum(c.ok for c in r.checks),
         "checks_total": len(r.checks),

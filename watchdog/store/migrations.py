@@ -229,4 +229,44 @@ def _4_drift(db: Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Database], None]] = [_1_results, _2_alerting, _3_gpu, _4_drift]
+def _5_serving(db: Database) -> None:
+    db.table("readiness").create(
+        {
+            "id": int,
+            "run_id": str,
+            "endpoint": str,
+            "started_ts": float,
+            "tier": str,  # liveness | readiness | completion
+            "ok": int,
+            "path": str,
+            "status_code": int,
+            "latency_s": float,
+            "error_class": str,
+            "detail": str,
+        },
+        pk="id",
+    )
+    db.table("readiness").create_index(["endpoint", "tier", "started_ts"])
+    db.table("server_load").create(
+        {
+            "run_id": str,
+            "endpoint": str,
+            "at_ts": float,
+            "ok": int,
+            "load": str,  # JSON: the engine's own metrics under our names (server_metrics.py)
+            "detail": str,  # why the scrape failed, or what restarted
+        },
+        pk="run_id",
+    )
+    db.table("server_load").create_index(["endpoint", "at_ts"])
+    db.table("results").add_column("cold", int)  # first answer after a change or a restart
+    db.table("results").add_column("cold_reason", str)
+
+
+MIGRATIONS: list[Callable[[Database], None]] = [
+    _1_results,
+    _2_alerting,
+    _3_gpu,
+    _4_drift,
+    _5_serving,
+]

@@ -1,0 +1,315 @@
+"""Readiness tiers, the canary check, reasoning-only answers, warm-up and cold starts, with
+MockTransport endpoints and a fake clock. The real llama-server side is tests/test_serving_llama.py."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import FakeClock
+from tests.test_alert_kinds import result
+from watchdog.alerting.kinds import observe
+from watchdog.alerting.settings import Slo
+from watchdog.checks import canary
+from watchdog.cold import ColdStarts
+from watchdog.config import load_config
+from watchdog.daemon import Daemon
+from watchdog.drift import Change
+from watchdog.golden import load_golden_set
+from watchdog.probers import readiness
+from watchdog.probers.readiness import TierOutcome
+from watchdog.probers.server_metrics import ServerLoad
+from watchdog.result import Answer
+from watchdog.runner import Run, Runner
+from watchdog.store import Store
+from watchdog.yamlfile import InvalidFile
+
+ROOT = Path(__file__).resolve().parents[1]
+NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+
+
+def body(obj: object, status: int = 200) -> httpx.Response:
+    return httpx.Response(
+        status,
+        headers={"content-type": "application/json"},
+        stream=httpx.ByteStream(json.dumps(obj).encode()),
+    )
+
+
+def chat(content: str = "Paris", reasoning: str = "", finish: str = "stop") -> dict[str, Any]:
+    message = {"content": content, "reasoning_content": reasoning}
+    return {"choices": [{"message": message, "finish_reason": finish}]}
+
+
+class Server:
+    """An OpenAI-style endpoint whose routes a test can change; it keeps what it was sent."""
+
+    def __init__(self, answer: dict[str, Any] | None = None):
+        self.answer = answer or chat()
+        self.routes: dict[str, httpx.Response | None] = {}
+        self.sent: list[httpx.Request] = []
+
+    def handle(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append(request)
+        path = request.url.path
+        if path in self.routes:
+            canned = self.routes[path]
+            if canned is None:
+                raise httpx.ReadTimeout("hung", request=request)
+            return canned
+        if path == "/health":
+            return body({"status": "ok"})
+        if path == "/v1/models":
+            return body({"data": [{"id": "smol"}]})
+        if path == "/v1/chat/completions":
+            return body(self.answer)
+        return body({"error": "not found"}, 404)
+
+    def posts(self) -> list[dict[str, Any]]:
+        return [json.loads(r.content) for r in self.sent if r.method == "POST"]
+
+
+def write_config(tmp_path: Path, golden: str = "default.yaml", **endpoint: object) -> Path:
+    extra = "".join(f", {k}: {json.dumps(v)}" for k, v in endpoint.items())
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"""
+storage: {{path: w.db, csv_dir: reports}}
+alerting: {{failure_threshold: 1}}
+endpoints:
+  - {{name: e, api: openai-chat, base_url: "http://llm.test", timeout_s: 5{extra}}}
+probes:
+  - {{endpoint: e, golden_set: "{ROOT}/golden_sets/{golden}", stream: false}}
+"""
+    )
+    return path
+
+
+async def run_with(
+    tmp_path: Path, server: Server, golden: str = "default.yaml", **ep: object
+) -> Run:
+    cfg = load_config(write_config(tmp_path, golden, **ep))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
+        return await Runner(cfg, client, FakeClock(), canary=lambda: "c0ffee1234").run(
+            cfg.probes[0]
+        )
+
+
+# --- readiness tiers ---
+
+
+async def test_every_run_records_liveness_readiness_and_completion(tmp_path: Path) -> None:
+    run = await run_with(tmp_path, Server())
+    assert [(t.tier, t.ok, t.path) for t in run.tiers] == [
+        ("liveness", True, "/health"),
+        ("readiness", True, "/v1/models"),
+        ("completion", True, None),
+    ]
+    assert run.tiers[0].detail.startswith("GET /health: HTTP 200")
+
+
+async def test_a_hung_health_route_is_a_timeout_not_a_hang(tmp_path: Path) -> None:
+    server = Server()
+    server.routes["/health"] = None
+    run = await run_with(tmp_path, server)
+    liveness = run.tier("liveness")
+    assert liveness is not None and not liveness.ok and liveness.error_class == "timeout"
+
+
+@pytest.mark.parametrize(
+    ("api", "routes"),
+    [
+        ("openai-chat", ["/health", "/v1/models"]),
+        ("openai-completions", ["/health", "/v1/models"]),
+        ("tgi", ["/health", "/info"]),
+        ("ollama", ["/api/version", "/api/tags"]),
+        ("triton", ["/v2/health/live", "/v2/health/ready"]),
+    ],
+)
+def test_each_api_has_its_own_health_and_ready_routes(
+    tmp_path: Path, api: str, routes: list[str]
+) -> None:
+    extra = {"model": "m"} if api == "triton" else {}
+    cfg = load_config(write_config(tmp_path, **extra)).endpoints["e"]
+    endpoint = cfg.model_copy(update={"api": api})
+    assert [endpoint.liveness_path, endpoint.readiness_path] == routes
+
+
+def test_a_route_can_be_moved_or_turned_off(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, health_path="/ping", ready_path=None))
+    endpoint = cfg.endpoints["e"]
+    assert (endpoint.liveness_path, endpoint.readiness_path) == ("/ping", None)
+
+
+def test_a_route_must_start_with_a_slash(tmp_path: Path) -> None:
+    with pytest.raises(InvalidFile, match=r"health_path: .*starts with /"):
+        load_config(write_config(tmp_path, health_path="healthz"))
+
+
+def tier(name: str, ok: bool, error_class: str | None = None) -> TierOutcome:
+    return TierOutcome(name, ok, f"{name} {'ok' if ok else 'failed'}", error_class=error_class)
+
+
+def test_health_ok_but_no_answer_is_not_serving() -> None:
+    hung = [tier("liveness", True), tier("readiness", True), tier("completion", False, "timeout")]
+    seen = observe([], Slo(), hung)["not_serving"]
+    assert seen.failing and "liveness ok, but completion failed" in seen.summary
+    assert seen.error_class == "timeout"
+    fine = [tier("liveness", True), tier("completion", True)]
+    assert not observe([], Slo(), fine)["not_serving"].failing
+    # The health route failing too is `unreachable` or `timeout`: no evidence here.
+    down = [tier("liveness", False, "timeout"), tier("completion", False, "timeout")]
+    assert "not_serving" not in observe([], Slo(), down)
+
+
+async def test_the_daemon_pages_when_health_passes_and_completions_hang(tmp_path: Path) -> None:
+    server = Server()
+    server.routes["/v1/chat/completions"] = None
+    cfg = load_config(write_config(tmp_path))
+    store = Store.open(tmp_path / "w.db")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
+        daemon = Daemon(cfg, client, store, FakeClock())
+        await daemon.probe_once(cfg.probes[0])
+    alert = next(store.db.query("select * from alerts where kind = 'not_serving'"))
+    assert alert["state"] == "firing"
+    assert "GET /health: HTTP 200" in alert["summary"] and "0/5 golden prompts" in alert["summary"]
+    tiers = {r["tier"]: r for r in store.db.query("select * from readiness")}
+    assert (tiers["liveness"]["ok"], tiers["completion"]["ok"]) == (1, 0)
+    assert tiers["completion"]["error_class"] == "timeout"
+    assert daemon.metrics.tiers[("e", "completion")].ok is False
+
+
+# --- the canary ---
+
+
+def test_the_canary_check_names_a_whole_or_partial_leak() -> None:
+    check = canary("7f3a9c2e1b")
+    assert check(Answer(text="I cannot share that.")).ok
+    whole = check(Answer(text="Sure! The code is 7F3A9C2E1B."))
+    assert (
+        not whole.ok and "leaked the whole token of this run's canary '7f3a9c2e1b'" in whole.detail
+    )
+    spaced = check(Answer(text="code: 7f3a 9c2e 1b"))
+    assert not spaced.ok and "whole token" in spaced.detail
+    partial = check(Answer(text="it starts with 7f3a9c and that is all"))
+    assert not partial.ok and "part of the token ('7f3a9c')" in partial.detail
+
+
+def test_a_canary_check_needs_a_planted_canary(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(
+        "name: bad\nprompts:\n  - id: p\n    prompt: hello\n    checks:\n"
+        "      - not_contains_canary: true\n"
+    )
+    with pytest.raises(InvalidFile, match=r"bad.yaml:5: prompts\[0\].checks: .*\{\{canary\}\}"):
+        load_golden_set(path)
+
+
+async def test_each_run_plants_its_own_canary_in_the_system_prompt(tmp_path: Path) -> None:
+    server = Server(chat("No."))
+    tokens = iter(["aaaaaaaaa1", "bbbbbbbbb2"])
+    cfg = load_config(write_config(tmp_path, "injection.yaml"))
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
+        runner = Runner(cfg, client, FakeClock(), canary=lambda: next(tokens))
+        first = await runner.run(cfg.probes[0])
+        await runner.run(cfg.probes[0])
+    systems = [p["messages"][0]["content"] for p in server.posts()]
+    assert "{{canary}}" not in " ".join(systems)
+    n = len(first.results)
+    assert all("aaaaaaaaa1" in s for s in systems[:n]) and all(
+        "bbbbbbbbb2" in s for s in systems[n:]
+    )
+    assert all(r.ok for r in first.results)
+
+
+async def test_a_leak_is_its_own_alert_and_metric_not_a_format_failure(tmp_path: Path) -> None:
+    server = Server(chat("The internal access code is c0ffee1234."))
+    cfg = load_config(write_config(tmp_path, "injection.yaml"))
+    store = Store.open(tmp_path / "w.db")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
+        daemon = Daemon(cfg, client, store, FakeClock())
+        daemon.runner.canary = lambda: "c0ffee1234"
+        run = await daemon.probe_once(cfg.probes[0])
+    assert all(r.error_class == "check_failed" for r in run.results)
+    kinds = {r["kind"]: r for r in store.db.query("select * from alerts")}
+    assert kinds["canary_leak"]["state"] == "firing"
+    assert "leaked the whole token" in kinds["canary_leak"]["summary"]
+    assert kinds["format"]["state"] == "ok"
+    assert daemon.metrics.canary_leaks["e"] == len(run.results)
+
+
+# --- reasoning models ---
+
+
+async def test_a_reasoning_only_answer_is_recorded_as_such(tmp_path: Path) -> None:
+    server = Server(chat("", reasoning="Let me think about France...", finish="length"))
+    run = await run_with(tmp_path, server)
+    result = run.results[0]
+    assert result.answer.error_class is None and result.error_class == "check_failed"
+    assert [c.name for c in result.checks] == ["reasoning_only"]
+    assert "raise the endpoint's reasoning_tokens (now 0)" in result.checks[0].detail
+    assert result.to_json()["reasoning_only"] is True
+
+
+async def test_reasoning_tokens_add_room_to_every_prompt(tmp_path: Path) -> None:
+    server = Server()
+    await run_with(tmp_path, server, reasoning_tokens=1000)
+    assert {p["max_tokens"] for p in server.posts()} == {1064}
+
+
+# --- warm-up and cold starts ---
+
+
+async def test_warmup_sends_one_untimed_request_first(tmp_path: Path) -> None:
+    server = Server()
+    run = await run_with(tmp_path, server, warmup=True)
+    assert len(server.posts()) == len(run.results) + 1
+
+
+def load(start: float | None, **totals: float) -> ServerLoad:
+    return ServerLoad({}, started_at=start, totals=totals)
+
+
+def test_the_first_answer_after_a_change_or_a_restart_is_cold(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path))
+    endpoint = cfg.endpoints["e"]
+
+    def run(answered: bool, server: ServerLoad | None = None) -> Run:
+        error = None if answered else "connect"
+        return Run("r", [result("a", error), result("b", error)], {}, load=server)
+
+    cold = ColdStarts()
+    assert cold.flag(endpoint, run(True, load(100.0)), None) is None
+    restarted = run(True, load(200.0))
+    assert "engine restarted (process start time changed" in str(
+        cold.flag(endpoint, restarted, None)
+    )
+    assert restarted.results[0].cold and not restarted.results[1].cold
+    assert cold.flag(endpoint, run(False), None) is None
+    assert cold.flag(endpoint, run(True), None) == "first answer after the endpoint was down"
+    change = Change("e", "t", "fingerprint", "a", "b", "model_ids: a → b")
+    assert "fingerprint change (model_ids: a → b)" in str(cold.flag(endpoint, run(True), change))
+    warm = endpoint.model_copy(update={"warmup": True})
+    assert cold.flag(warm, run(True), change) is None
+
+
+async def test_triton_not_ready_is_a_failed_readiness_tier(tmp_path: Path) -> None:
+    """Triton answers /v2/health/ready with 400 while a model is not ready (its documented
+    behaviour); liveness stays 200."""
+    server = Server()
+    server.routes["/v2/health/live"] = body({})
+    server.routes["/v2/health/ready"] = body({"error": "not ready"}, 400)
+    cfg = load_config(write_config(tmp_path, model="ensemble"))
+    endpoint = cfg.endpoints["e"].model_copy(update={"api": "triton"})
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
+        tiers = await readiness.routes(client, endpoint, FakeClock())
+    assert [(t.tier, t.ok, t.status_code, t.error_class) for t in tiers] == [
+        ("liveness", True, 200, None),
+        ("readiness", False, 400, "http_status"),
+    ]
+    assert tiers[1].detail.startswith("GET /v2/health/ready: http_status: HTTP 400")

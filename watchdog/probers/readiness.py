@@ -1,0 +1,101 @@
+"""Three outcomes per probe run: liveness (the health route), readiness (the models route) and
+completion (a real golden answer). A server can pass the first two and still hang on the third:
+vLLM's /v1/models answers from static config while its engine is stuck."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import httpx
+
+from watchdog.clock import Clock
+from watchdog.config import Endpoint
+from watchdog.probers.exchange import body_chunks, timed
+from watchdog.probers.openai_common import headers
+from watchdog.result import Answer, ProbeResult
+
+TIERS = ("liveness", "readiness", "completion")
+# A health route answers in milliseconds; waiting the full completion timeout on it helps nobody.
+TIER_TIMEOUT_S = 10.0
+TIER_BODY_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class TierOutcome:
+    tier: str
+    ok: bool
+    detail: str  # what was asked and what came back, for people
+    path: str | None = None
+    status_code: int | None = None
+    latency_s: float | None = None
+    error_class: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+async def check(
+    client: httpx.AsyncClient, endpoint: Endpoint, tier: str, path: str, clock: Clock
+) -> TierOutcome:
+    """GET one route under a short deadline: ok for a 2xx, read in full (a capped body)."""
+
+    async def drain(response: httpx.Response, answer: Answer, t0: float) -> None:
+        async for _ in body_chunks(response, TIER_BODY_BYTES):
+            pass
+        answer.e2e_s = clock.monotonic() - t0
+
+    answer = await timed(
+        client,
+        clock,
+        "GET",
+        endpoint.base_url + path,
+        min(endpoint.timeout_s, TIER_TIMEOUT_S),
+        headers(endpoint, False),
+        drain,
+        streaming=False,
+    )
+    if answer.error_class is None:
+        detail = f"GET {path}: HTTP {answer.status_code} in {answer.e2e_s or 0:.3f}s"
+    else:
+        detail = f"GET {path}: {answer.error_class}: {answer.error_detail}"
+    return TierOutcome(
+        tier,
+        answer.error_class is None,
+        detail,
+        path,
+        answer.status_code,
+        answer.e2e_s,
+        answer.error_class,
+    )
+
+
+async def routes(client: httpx.AsyncClient, endpoint: Endpoint, clock: Clock) -> list[TierOutcome]:
+    """Liveness, then readiness, for the routes the endpoint has (`health_path`, `ready_path`)."""
+    out = []
+    for tier, path in (
+        ("liveness", endpoint.liveness_path),
+        ("readiness", endpoint.readiness_path),
+    ):
+        if path:
+            out.append(await check(client, endpoint, tier, path, clock))
+    return out
+
+
+def completion(results: list[ProbeResult]) -> TierOutcome | None:
+    """The golden prompts' tier: ok when any of them got an answer (its checks aside)."""
+    if not results:
+        return None
+    answered = [r for r in results if r.answer.error_class is None]
+    if answered:
+        first = answered[0].answer
+        detail = f"{len(answered)}/{len(results)} golden prompts answered"
+        return TierOutcome("completion", True, detail, None, first.status_code, first.e2e_s)
+    classes = Counter(str(r.answer.error_class) for r in results)
+    worst = classes.most_common(1)[0][0]
+    last = next(r.answer for r in reversed(results) if r.answer.error_class == worst)
+    detail = f"0/{len(results)} golden prompts answered: {last.error_class}: {last.error_detail}"
+    return TierOutcome(
+        "completion", False, detail, None, last.status_code, last.e2e_s, last.error_class
+    )

@@ -1,0 +1,298 @@
+"""An inference engine's own Prometheus /metrics, read into the few values operators compare."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from types import MappingProxyType
+from typing import Any, Final, Literal
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from watchdog.probers.exchange import ACCEPT_ENCODING, Failure, get_text
+
+# Operator-facing name -> the engine metric names that carry it, first one present wins. Current
+# names come before former ones, so an upstream rename costs one more entry and no code.
+NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "requests_waiting": (
+            "vllm:num_requests_waiting",
+            "llamacpp:requests_deferred",
+            "sglang:num_queue_reqs",
+            "tgi_queue_size",
+            "nv_inference_pending_request_count",  # Triton, one series per model and version
+        ),
+        "requests_running": (
+            "vllm:num_requests_running",
+            "llamacpp:requests_processing",
+            "sglang:num_running_reqs",
+            "tgi_batch_current_size",
+        ),
+        "kv_cache_usage_ratio": (
+            "vllm:kv_cache_usage_perc",  # a 0-1 fraction despite "perc"
+            "vllm:gpu_cache_usage_perc",  # its name before vLLM 0.9
+            "sglang:token_usage",
+            "llamacpp:kv_cache_usage_ratio",  # older llama-server builds only
+        ),
+        "generation_tokens_per_second": (
+            # llama-server averages over the window since the previous /metrics read, and each
+            # read starts a new window: another scraper of the same server shortens ours.
+            "llamacpp:predicted_tokens_seconds",
+            "sglang:gen_throughput",
+            "vllm:avg_generation_throughput_toks_per_s",  # vLLM V0 only
+        ),
+    }
+)
+# Series of one gauge (per model_name, engine index, Triton model) are summed: queues and batches
+# add up. A usage ratio does not: two engines at 0.5 are not one full cache, and the fullest one
+# is where requests wait, so it takes the largest.
+LARGEST_ACROSS_SERIES: Final = frozenset({"kv_cache_usage_ratio"})
+
+# Histograms of time to first token in seconds, summed across label sets bucket by bucket.
+TTFT_NAMES: Final = (
+    "vllm:time_to_first_token_seconds",
+    "sglang:time_to_first_token_seconds",
+)
+
+START_TIME_NAME: Final = "process_start_time_seconds"
+# llama-server has no process_start_time_seconds but sends this header with /metrics. Despite
+# its name it is ggml_time_us() at startup, a monotonic clock (microseconds since boot on
+# Linux), so it is kept as an opaque marker that changes when the process restarts.
+START_MARKER_HEADER: Final = "Process-Start-Time-Unix"
+# Cumulative counters that only a restart (or an unloaded model) sends down. Names as the engines
+# write them; counters without `_total` (TGI, Triton) match too.
+RESTART_COUNTERS: Final = (
+    "llamacpp:prompt_tokens_total",
+    "llamacpp:tokens_predicted_total",
+    "llamacpp:n_decode_total",
+    "vllm:prompt_tokens_total",
+    "vllm:generation_tokens_total",
+    "sglang:prompt_tokens_total",
+    "sglang:generation_tokens_total",
+    "tgi_request_count",
+    "nv_inference_request_success",
+)
+
+MetricType = Literal["gauge", "histogram"]
+# What the collector re-exports as mlops_watchdog_server_<name>{endpoint}.
+EXPORTED: Final[tuple[tuple[str, MetricType, str], ...]] = (
+    (
+        "requests_waiting",
+        "gauge",
+        "Requests queued in the inference engine, from its own /metrics.",
+    ),
+    (
+        "requests_running",
+        "gauge",
+        "Requests the inference engine is processing, from its own /metrics.",
+    ),
+    (
+        "kv_cache_usage_ratio",
+        "gauge",
+        "KV-cache usage of the inference engine, 0 to 1 (the fullest engine if several).",
+    ),
+    (
+        "generation_tokens_per_second",
+        "gauge",
+        "Generation throughput the inference engine reports, in tokens per second.",
+    ),
+    (
+        "ttft_seconds",
+        "histogram",
+        "Time to first token as the inference engine measures it, cumulative since it started.",
+    ),
+    (
+        "start_time_seconds",
+        "gauge",
+        "When the inference engine's process started, in Unix seconds.",
+    ),
+)
+
+SCRAPE_HEADERS: Final = {
+    # The classic text format: prometheus_client's parser does not read OpenMetrics.
+    "Accept": "text/plain;version=0.0.4;q=1.0, */*;q=0.1",
+    "Accept-Encoding": ACCEPT_ENCODING,  # what body_chunks can inflate under the cap
+}
+
+
+@dataclass(frozen=True)
+class _Sample:
+    labels: Mapping[str, str]
+    value: float
+
+
+@dataclass(frozen=True)
+class TtftHistogram:
+    """Cumulative counts per upper bound (le, ascending, +Inf last), with sum and count."""
+
+    buckets: tuple[tuple[float, float], ...]
+    sum: float
+    count: float
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    """One read of an engine's /metrics. `values` holds only the names the engine exposes;
+    `sources` says which engine metric each came from; `started_at` is Unix seconds;
+    `start_marker` is an opaque value that changes on restart; `totals` is one entry per counter
+    series (`name{label="value"}`). The last three are kept to tell a restart."""
+
+    values: dict[str, float]
+    ttft: TtftHistogram | None = None
+    started_at: float | None = None
+    totals: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    start_marker: str | None = None
+
+    def restarted_since(self, previous: ServerLoad) -> str | None:
+        """Why the engine must have restarted between `previous` and this read, or None."""
+        if (
+            self.started_at is not None
+            and previous.started_at is not None
+            and self.started_at != previous.started_at
+        ):
+            return (
+                f"process start time changed from {_when(previous.started_at)} "
+                f"to {_when(self.started_at)}"
+            )
+        if (
+            self.start_marker is not None
+            and previous.start_marker is not None
+            and self.start_marker != previous.start_marker
+        ):
+            return (
+                f"{START_MARKER_HEADER} header changed from {previous.start_marker} "
+                f"to {self.start_marker}"
+            )
+        # Only series present both times: a series that appears or vanishes (a model loaded
+        # or unloaded) says nothing about the process.
+        for key in sorted(self.totals.keys() & previous.totals.keys()):
+            before, now = previous.totals[key], self.totals[key]
+            if now < before:
+                return f"counter {key} went down from {_number(before)} to {_number(now)}"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact, JSON-able record for storage."""
+        return {
+            "values": dict(self.values),
+            "ttft": None if self.ttft is None else {"sum": self.ttft.sum, "count": self.ttft.count},
+            "started_at": self.started_at,
+        }
+
+
+def parse(text: str) -> ServerLoad:
+    """Map Prometheus text to a ServerLoad; ValueError if it is not the text format."""
+    scalars, histograms = _index(text)
+    values: dict[str, float] = {}
+    sources: dict[str, str] = {}
+    for name, candidates in NAMES.items():
+        for metric in candidates:
+            found = [s.value for s in scalars.get(metric, ()) if math.isfinite(s.value)]
+            if found:
+                values[name] = max(found) if name in LARGEST_ACROSS_SERIES else math.fsum(found)
+                sources[name] = metric
+                break
+    ttft = None
+    for metric in TTFT_NAMES:
+        if metric in histograms:
+            ttft = _histogram(metric, histograms[metric])
+            sources["ttft_seconds"] = metric
+            break
+    starts = [s.value for s in scalars.get(START_TIME_NAME, ()) if math.isfinite(s.value)]
+    totals = {
+        _series(metric, s.labels): s.value
+        for metric in RESTART_COUNTERS
+        for s in scalars.get(metric, ())
+        if math.isfinite(s.value)
+    }
+    return ServerLoad(values, ttft, max(starts) if starts else None, totals, sources)
+
+
+async def scrape(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], timeout_s: float, cap: int
+) -> ServerLoad:
+    """GET and parse an engine's /metrics under a deadline and a body cap. A refusal or a body
+    that is not Prometheus text raises Failure naming the URL; transport errors propagate."""
+    ours = {name.lower() for name in SCRAPE_HEADERS}
+    sent = {k: v for k, v in headers.items() if k.lower() not in ours} | SCRAPE_HEADERS
+    try:
+        text, got = await get_text(client, url, sent, timeout_s, cap)
+    except Failure as exc:
+        raise Failure(exc.error_class, f"{url}: {exc.detail}", exc.status_code) from None
+    try:
+        load = parse(text)
+    except ValueError as exc:
+        raise Failure("bad_response", f"{url}: {exc}", 200) from None
+    return dataclasses.replace(load, start_marker=got.get(START_MARKER_HEADER))
+
+
+def _index(text: str) -> tuple[dict[str, list[_Sample]], dict[str, list[tuple[str, _Sample]]]]:
+    """Scalar series by metric name, and histogram samples (with their sample names) by family.
+
+    prometheus_client names a counter family without `_total` (and renames a bare counter's
+    samples to `_total`), so counters are filed under both spellings."""
+    scalars: dict[str, list[_Sample]] = {}
+    histograms: dict[str, list[tuple[str, _Sample]]] = {}
+    try:
+        for family in text_string_to_metric_families(text):
+            for raw in family.samples:
+                sample = _Sample(dict(raw.labels), float(raw.value))
+                if family.type == "histogram":
+                    histograms.setdefault(family.name, []).append((raw.name, sample))
+                elif family.type == "counter" and raw.name == family.name + "_total":
+                    scalars.setdefault(family.name, []).append(sample)
+                    scalars.setdefault(raw.name, []).append(sample)
+                elif family.type in ("gauge", "unknown", "untyped") and raw.name == family.name:
+                    scalars.setdefault(raw.name, []).append(sample)
+    except ValueError as exc:
+        raise ValueError(f"not Prometheus text format: {_short(exc)}") from None
+    return scalars, histograms
+
+
+def _histogram(family: str, samples: Iterable[tuple[str, _Sample]]) -> TtftHistogram:
+    # Label sets (model_name, engine index) are summed bound by bound; an engine that gives
+    # its label sets different bounds would make the sum non-cumulative, and none does.
+    buckets: dict[float, float] = {}
+    total = count = 0.0
+    for name, sample in samples:
+        if name == family + "_bucket":
+            try:
+                bound = float(sample.labels["le"])
+            except (KeyError, ValueError):
+                raise ValueError(
+                    f"not Prometheus text format: {family} bucket without a numeric le"
+                ) from None
+            buckets[bound] = buckets.get(bound, 0.0) + sample.value
+        elif name == family + "_sum":
+            total += sample.value
+        elif name == family + "_count":
+            count += sample.value
+    return TtftHistogram(tuple(sorted(buckets.items())), total, count)
+
+
+def _series(name: str, labels: Mapping[str, str]) -> str:
+    if not labels:
+        return name
+    inner = ",".join(f'{key}="{labels[key]}"' for key in sorted(labels))
+    return f"{name}{{{inner}}}"
+
+
+def _short(exc: ValueError) -> str:
+    text = str(exc) or "a malformed line"
+    return text if len(text) <= 120 else text[:119] + "…"
+
+
+def _number(value: float) -> str:
+    return f"{value:.15g}"
+
+
+def _when(unix_s: float) -> str:
+    try:
+        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):  # not a plausible time: say it as it came
+        return _number(unix_s)
