@@ -16,7 +16,10 @@ ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
 ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
-    "top": "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline, max_concurrency",
+    "top": (
+        "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline, "
+        "max_concurrency, retention, heartbeat_url, web_config_file"
+    ),
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
     "endpoint": (
         "name, api, base_url, model, headers, timeout_s, max_body_bytes, concurrency, slo, "

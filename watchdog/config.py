@@ -71,6 +71,15 @@ class Storage(Strict):
     report_every: Seconds = 900.0
 
 
+class Retention(Strict):
+    """How long results are kept, and how large the database may grow before it warns."""
+
+    raw_days: float = Field(14, gt=0)  # every result, as recorded
+    rollup_days: float = Field(400, gt=0)  # hourly rollups per endpoint, prompt and golden set
+    max_db_bytes: int = Field(2_000_000_000, gt=0)  # past this, a warning and a metric
+    every: Seconds = 3600.0  # how often pruning and incremental vacuum run
+
+
 class Endpoint(Strict):
     name: str = Field(pattern=NAME)
     api: str
@@ -218,6 +227,18 @@ class TopLevel(Strict):
     baseline: BaselinePolicy = BaselinePolicy()
     # Probe requests in flight across every endpoint: the watchdog must never load a fleet.
     max_concurrency: int = Field(8, ge=1, le=1024)
+    retention: Retention = Retention()
+    # A dead-man's switch (healthchecks.io style): GET after each healthy cycle.
+    heartbeat_url: str | None = None
+    # TLS and basic auth on the listener, in the Prometheus exporter web-config format.
+    web_config_file: str | None = None
+
+    @field_validator("heartbeat_url")
+    @classmethod
+    def _heartbeat(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"^https?://[^/\s]+", value):
+            raise ValueError("heartbeat_url must start with http:// or https:// and name a host")
+        return value
 
 
 def _listen(value: str) -> str:
@@ -247,6 +268,9 @@ class Config:
     drift: DriftSettings = field(default_factory=DriftSettings)
     baseline: BaselinePolicy = field(default_factory=BaselinePolicy)
     max_concurrency: int = 8
+    retention: Retention = field(default_factory=Retention)
+    heartbeat_url: str | None = None
+    web_config_file: str | None = None
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -373,6 +397,9 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         top.drift,
         top.baseline,
         top.max_concurrency,
+        top.retention,
+        top.heartbeat_url,
+        top.web_config_file,
     )
 
 
