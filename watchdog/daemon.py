@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -30,10 +33,15 @@ from watchdog.report_html import render_daily
 from watchdog.runner import Run, Runner
 from watchdog.scheduler import Scheduler
 from watchdog.store import Store, StoreError
+from watchdog.systemd import Notify
+from watchdog.yamlfile import InvalidFile
 
 log = logging.getLogger("mlops_watchdog.daemon")
 SHUTDOWN_GRACE_S = 6.0  # systemd waits 90 s by default; DESIGN asks for exit within 10 s
 SENDER_GRACE_S = 2.0
+SELF_CHECK_S = 20.0  # without systemd's watchdog; with it, a third of WatchdogSec
+HEARTBEAT_EVERY_S = 60.0
+HEARTBEAT_TIMEOUT_S = 10.0
 REPORT_WINDOW = timedelta(hours=24)
 
 
@@ -104,13 +112,18 @@ class Daemon:
         notifier: Notifier | None = None,
         registry: CollectorRegistry | None = None,
         nvml: Nvml | None = None,
+        notify: Notify | None = None,
     ):
         self.config = config
+        self.notify = notify or Notify({})
+        self.heartbeat_at = float("-inf")
+        self.heartbeat_ok = True
+        self.endpoints = {name: ep.base_url for name, ep in config.endpoints.items()}
         self.store = store
         self.clock = clock
         self.runner = Runner(config, client, clock)
         self.metrics = ProbeMetrics(config)
-        self.jobs: dict[str, str] = {}  # scheduler job id: endpoint
+        self.jobs: dict[str, tuple[str, str]] = {}  # scheduler job id: (endpoint, what it runs)
         self.scheduler = Scheduler(
             on_late=lambda job, seconds: self.metrics.lateness.observe(seconds),
             on_missed=lambda job: self._missed(job),
@@ -220,12 +233,99 @@ class Daemon:
             log.error("GPU sample not stored: %s", exc)
 
     def _missed(self, job_id: str) -> None:
-        endpoint = self.jobs.get(job_id)
-        if endpoint:
-            self.metrics.missed[endpoint] += 1
+        if job_id in self.jobs:
+            self.metrics.missed[self.jobs[job_id][0]] += 1
 
     def ready(self) -> dict[str, bool]:
         return {"config": True, "store": self.store_ok, "scheduler": self.scheduler.running}
+
+    def reload_from(self, load: Callable[[], Config]) -> bool:
+        """SIGHUP: read and validate the config again. An invalid one is refused, its problems
+        logged, and the daemon runs on with the one it has."""
+        self.notify.reloading()
+        try:
+            new = load()
+        except InvalidFile as exc:
+            for problem in exc.problems:
+                log.error("reload refused: %s", problem)
+            refused = f"reload refused: {len(exc.problems)} problem(s); still running on the config loaded before"
+            log.error("%s", refused)
+            self.notify.ready(refused)
+            return False
+        restart = self.reload(new)
+        status = (
+            f"reloaded {new.path}: {len(self.config.endpoints)} endpoint(s), "
+            f"{len(self.config.probes)} probe(s)"
+        )
+        log.info("%s", status)
+        if restart:
+            log.warning("changed, but kept until a restart: %s", ", ".join(restart))
+        self.notify.ready(status)
+        return True
+
+    def reload(self, new: Config) -> list[str]:
+        """Apply a validated config live: probes added, removed or changed, thresholds and SLOs
+        new; alert state stays (it lives in the database). Returns the keys that changed but
+        need a restart to take effect, which keep their old values until then."""
+        old = self.config
+        fixed = {
+            "storage": (old.storage, new.storage),
+            "listen": (old.listen, new.listen),
+            "web_config_file": (old.web_config_file, new.web_config_file),
+            "alerting.slack": (old.alerting.slack, new.alerting.slack),
+            "gpu": (old.gpu, new.gpu),
+        }
+        restart = [key for key, (before, after) in fixed.items() if before != after]
+        alerting = new.alerting.model_copy(update={"slack": old.alerting.slack})
+        new = replace(
+            new,
+            storage=old.storage,
+            listen=old.listen,
+            web_config_file=old.web_config_file,
+            alerting=alerting,
+            gpu=old.gpu,
+        )
+        self.config = new
+        self.runner = Runner(new, self.runner.client, self.clock, self.runner.canary)
+        self.metrics.adopt(new)
+        self.alerter.configure(new.alerting)
+        self.gpu.config = new
+        self.endpoints.clear()
+        self.endpoints.update({name: ep.base_url for name, ep in new.endpoints.items()})
+        self.schedule_probes()
+        return restart
+
+    async def self_check(self) -> None:
+        """The scheduler's own heartbeat: WATCHDOG=1 to systemd and a ping to `heartbeat_url`
+        when the database answers and the scheduler runs. A stuck event loop or a dead
+        scheduler sends nothing, and systemd restarts the service."""
+        try:
+            self.store.db.execute("select 1").fetchone()
+        except sqlite3.Error as exc:
+            log.error("self-check: the database does not answer: %s", exc)
+            return
+        if not (self.store_ok and self.scheduler.running):
+            log.warning("self-check: unhealthy (%s)", self.ready())
+            return
+        running = self.scheduler.in_flight
+        status = f"{len(self.config.endpoints)} endpoint(s), {running} probe run(s) in progress"
+        self.notify.alive(status)
+        await self._heartbeat()
+
+    async def _heartbeat(self) -> None:
+        url = self.config.heartbeat_url
+        if not url or self.clock.monotonic() - self.heartbeat_at < HEARTBEAT_EVERY_S:
+            return
+        self.heartbeat_at = self.clock.monotonic()
+        try:
+            response = await self.runner.client.get(url, timeout=HEARTBEAT_TIMEOUT_S)
+            ok, why = response.status_code < 400, f"HTTP {response.status_code}"
+        except httpx.HTTPError as exc:
+            ok, why = False, type(exc).__name__  # the URL is a secret: never in the log
+        if ok != self.heartbeat_ok:
+            level = logging.INFO if ok else logging.WARNING
+            log.log(level, "heartbeat_url ping %s (%s)", "works" if ok else "failed", why)
+        self.heartbeat_ok = ok
 
     def _refresh_report(self) -> None:
         try:
@@ -234,11 +334,20 @@ class Daemon:
         except (OSError, StoreError) as exc:
             log.error("health report not written: %s", exc)
 
-    def schedule(self) -> None:
+    def schedule_probes(self) -> None:
+        """One job per probe; a reload keeps the jobs of unchanged probes as they are."""
         now = self.clock.now()
+        wanted = {}
         for n, probe in enumerate(self.config.probes):
             job_id = f"{probe.endpoint}/{probe.golden_set}#{n}"
-            self.jobs[job_id] = probe.endpoint
+            wanted[job_id] = (probe, self._job_key(probe))
+        for job_id in [j for j in self.jobs if self.jobs[j][1] != wanted.get(j, (None, ""))[1]]:
+            self.scheduler.remove(job_id)
+            del self.jobs[job_id]
+        for job_id, (probe, key) in wanted.items():
+            if job_id in self.jobs:
+                continue
+            self.jobs[job_id] = (probe.endpoint, key)
 
             async def job(probe: Probe = probe) -> None:
                 await self.probe_once(probe)
@@ -262,6 +371,14 @@ class Daemon:
                     start=now,
                 )
 
+    def _job_key(self, probe: Probe) -> str:
+        """What a probe's job runs: the probe, its endpoint and its golden set's content."""
+        endpoint = self.config.endpoints[probe.endpoint].model_dump_json()
+        return probe.model_dump_json() + endpoint + self.config.golden_sets[probe.golden_set].hash
+
+    def schedule(self) -> None:
+        now = self.clock.now()
+        self.schedule_probes()
         if self.gpu.nvml is not None:
             self.scheduler.every("gpu", self.gpu_once, self.config.gpu.interval, start=now)
 
@@ -272,6 +389,9 @@ class Daemon:
                     log.error("GPU samples not downsampled: %s", exc)
 
             self.scheduler.every("gpu-downsample", downsample, 3600, start=now)
+
+        every = self.notify.watchdog_s / 3 if self.notify.watchdog_s else SELF_CHECK_S
+        self.scheduler.every("self-check", self.self_check, every, start=now)
 
         async def report() -> None:
             self._refresh_report()
@@ -287,21 +407,23 @@ class Daemon:
         sender = asyncio.create_task(self.sender.run(sending)) if self.sender else None
         listener = None
         if self.config.listen:
-            endpoints = {name: ep.base_url for name, ep in self.config.endpoints.items()}
-            application = web.app(self.registry, self.store, endpoints, self.ready, self.clock.now)
+            application = web.app(
+                self.registry, self.store, self.endpoints, self.ready, self.clock.now
+            )
             listener = await web.serve(application, self.config.listen)
             log.info("metrics and status page on http://%s/", self.config.listen)
         self.gpu.start(self.clock.now().timestamp())
         self.schedule()
         self.scheduler.start()
-        log.info(
-            "watching %d endpoint(s) with %d probe(s); database %s",
-            len(self.config.endpoints),
-            len(self.config.probes),
-            self.store.path,
+        status = (
+            f"watching {len(self.config.endpoints)} endpoint(s) with {len(self.config.probes)} "
+            f"probe(s); database {self.store.path}"
         )
+        log.info("%s", status)
+        self.notify.ready(status)
         await stop.wait()
         log.info("stopping")
+        self.notify.stopping()
         await self.scheduler.stop(grace=SHUTDOWN_GRACE_S)
         if sender:  # one last delivery round for pages the final runs queued, then stop
             sending.set()

@@ -99,21 +99,45 @@ class ProbeMetrics:
         self.write = Histogram(WORK_BUCKETS)
         self.changes: dict[tuple[str, str], int] = defaultdict(int)  # (endpoint, kind)
         self.drift: dict[tuple[str, str, str], Signal] = {}  # (endpoint, golden_set, signal)
-        self.canary_leaks: dict[str, int] = {name: 0 for name in config.endpoints}
+        self.canary_leaks: dict[str, int] = {}
         self.tiers: dict[tuple[str, str], TierOutcome] = {}  # (endpoint, tier)
         self.loads: dict[str, ServerLoad | None] = {}  # None: the last read failed
-        # Series that can be known up front exist at zero from the start.
+        self.adopt(config)
+
+    def adopt(self, config: Config) -> None:
+        """Follow a (re)loaded config: series that can be known up front exist at zero from the
+        start, and those of endpoints and prompts no longer probed go."""
+        self.config = config
+        wanted = set(config.endpoints)
+        prompts = {
+            (probe.endpoint, prompt.id)
+            for probe in config.probes
+            for prompt in config.golden_sets[probe.golden_set].prompts
+        }
+        for series in (self.success, self.check_ratio, self.tokens_per_s):
+            for key in [k for k in series if k not in prompts]:
+                del series[key]
+        for by_prompt in self.latency.values():
+            for key in [k for k in by_prompt if k not in prompts]:
+                del by_prompt[key]
+        for keyed in (self.accuracy, self.results, self.errors, self.changes, self.tiers):
+            for key in [k for k in keyed if k[0] not in wanted]:
+                del keyed[key]
+        for flat in (self.fingerprints, self.missed, self.canary_leaks, self.loads):
+            for name in [k for k in flat if k not in wanted]:
+                del flat[name]
+        self.drift = {k: v for k, v in self.drift.items() if k[0] in wanted}
         for endpoint in config.endpoints:
             for error_class in ERROR_CLASSES:
-                self.errors[(endpoint, error_class)] = 0
+                self.errors.setdefault((endpoint, error_class), 0)
             for result in PROBE_RESULTS:
-                self.results[(endpoint, result)] = 0
-            self.missed[endpoint] = 0
+                self.results.setdefault((endpoint, result), 0)
+            self.missed.setdefault(endpoint, 0)
+            self.canary_leaks.setdefault(endpoint, 0)
             for kind in ("fingerprint", "template"):
-                self.changes[(endpoint, kind)] = 0
-        for probe in config.probes:
-            for prompt in config.golden_sets[probe.golden_set].prompts:
-                self._histograms(probe.endpoint, prompt.id)
+                self.changes.setdefault((endpoint, kind), 0)
+        for endpoint, prompt_id in prompts:
+            self._histograms(endpoint, prompt_id)
 
     def _histograms(self, endpoint: str, prompt_id: str) -> None:
         key = (endpoint, prompt_id)

@@ -173,6 +173,10 @@ class Scheduler:
             **extra,
         )
 
+    def remove(self, job_id: str) -> None:
+        """Schedule no more runs of `job_id`; a run in progress finishes."""
+        self._scheduler.remove_job(job_id)
+
     def _on_event(self, event: JobEvent) -> None:
         if event.code == EVENT_JOB_ERROR:
             exc = getattr(event, "exception", None)

@@ -25,9 +25,13 @@ log = logging.getLogger("mlops_watchdog.alerting")
 
 class Alerter:
     def __init__(self, settings: Alerting, db: Database, can_send: bool = True):
-        self.settings = settings
         self.db = db
         self.can_send = can_send
+        self.configure(settings)
+
+    def configure(self, settings: Alerting) -> None:
+        """New thresholds and routing (a reload); the alert state itself lives in the db."""
+        self.settings = settings
         self.policy = Policy(
             settings.failure_threshold, settings.success_threshold, settings.remind_every
         )

@@ -1,0 +1,46 @@
+"""Log lines: plain text in a terminal, one JSON object per line for the journal."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+
+# syslog priorities: journald reads a leading <N> as the line's priority (`journalctl -p`).
+PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class JsonFormatter(logging.Formatter):
+    def __init__(self, journal: bool = False):
+        super().__init__()
+        self.journal = journal
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        line = json.dumps(out, ensure_ascii=False)
+        return f"<{PRIORITY.get(record.levelname, 6)}>{line}" if self.journal else line
+
+
+def setup(level: str, form: str, journal: bool) -> None:
+    """`form`: text, json, or auto (json when stderr is the journal)."""
+    handler = logging.StreamHandler(sys.stderr)
+    if form == "json" or (form == "auto" and journal):
+        handler.setFormatter(JsonFormatter(journal))
+    else:
+        handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(getattr(logging, level))
+    # httpx logs every request URL at INFO (URLs can carry tokens); APScheduler logs every job
+    # start and end. Our own lines say what an operator needs; theirs still show warnings.
+    for noisy in ("httpx", "httpcore", "apscheduler"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
