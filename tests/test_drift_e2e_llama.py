@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -22,6 +21,7 @@ from watchdog.clock import SystemClock
 from watchdog.config import load_config
 from watchdog.daemon import Daemon
 from watchdog.store import Store
+from watchdog.transport import http_client
 
 RUNS = 6
 GOLDEN = """
@@ -84,7 +84,7 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 async def probe_runs(folder: Path, runs: int) -> Daemon:
     config = load_config(folder / "config.yaml")
     store = Store.open(folder / "w.db")
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         daemon = Daemon(config, client, store, SystemClock(), None, CollectorRegistry())
         for _ in range(runs):
             for probe in config.probes:

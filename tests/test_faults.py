@@ -10,7 +10,6 @@ import tracemalloc
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
-import httpx
 import pytest
 
 from tests.faultserver import FaultServer, free_port, gzip_bomb
@@ -19,6 +18,7 @@ from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import openai_chat
 from watchdog.result import ERROR_CLASSES, Answer
+from watchdog.transport import http_client
 
 PROMPT = Prompt(
     id="p", messages=[{"role": "user", "content": "hi"}], sampling={"max_tokens": 8}, checks=[]
@@ -80,7 +80,7 @@ CASES = [
     Case("bad-utf8", "bad_response", "the event stream is not valid UTF-8"),
     Case("reset-early", "connect", "Connection reset by peer"),
     Case("reset-mid-stream", "stream_truncated", "Connection reset by peer"),
-    Case("not-http", "connect", "Server disconnected without sending a response"),
+    Case("not-http", "connect", "does not speak HTTP: Bad status line"),
 ]
 
 
@@ -99,7 +99,7 @@ async def probe(server: FaultServer, case: Case, timeout_s: float | None = None)
         timeout_s=timeout_s or case.timeout_s,
         max_body_bytes=CAP,
     )
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         return await openai_chat.probe(client, ep, None, PROMPT, case.stream, SystemClock())
 
 

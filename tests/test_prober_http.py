@@ -8,7 +8,6 @@ import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
 import pytest
 
 from tests.faultserver import free_port
@@ -17,6 +16,7 @@ from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import http
 from watchdog.result import Answer
+from watchdog.transport import http_client
 
 PROMPT = Prompt(
     id="p",
@@ -117,7 +117,7 @@ def endpoint(base_url: str, **overrides: object) -> Endpoint:
 async def ask(service: Service, reply: Reply | None = None, **overrides: object) -> Answer:
     if reply is not None:
         service.reply = reply
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         ep = endpoint(service.url, **overrides)
         return await http.probe(client, ep, None, PROMPT, True, SystemClock())
 
@@ -267,7 +267,7 @@ def test_check_template() -> None:
 
 
 async def test_connection_refused_is_connect() -> None:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         ep = endpoint(f"http://127.0.0.1:{free_port()}")
         answer = await http.probe(client, ep, None, PROMPT, False, SystemClock())
     assert answer.error_class == "connect"

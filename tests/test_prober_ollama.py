@@ -10,7 +10,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from watchdog.clock import SystemClock
@@ -18,6 +17,7 @@ from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import ollama
 from watchdog.result import Answer
+from watchdog.transport import http_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ollama"
 PROMPT = Prompt(
@@ -102,7 +102,7 @@ def endpoint(url: str, model: str | None = "llama3.2") -> Endpoint:
 
 
 async def ask(reply: Reply, stream: bool = True) -> tuple[Answer, Seen]:
-    async with serve({"/api/chat": reply}) as (url, seen), httpx.AsyncClient() as client:
+    async with serve({"/api/chat": reply}) as (url, seen), http_client() as client:
         answer = await ollama.probe(
             client, endpoint(url), "llama3.2", PROMPT, stream, SystemClock()
         )
@@ -213,7 +213,7 @@ async def test_nothing_at_all_is_empty_output() -> None:
 
 async def test_identify_from_tags() -> None:
     routes = {"/api/tags": Reply([fixture("tags.json")], content_type="application/json")}
-    async with serve(routes) as (url, seen), httpx.AsyncClient() as client:
+    async with serve(routes) as (url, seen), http_client() as client:
         latest = await ollama.identify(client, endpoint(url, "llama3.2"))
         tagged = await ollama.identify(client, endpoint(url, "qwen3:8b"))
         missing = await ollama.identify(client, endpoint(url, "mistral"))
@@ -230,7 +230,7 @@ async def test_identify_from_tags() -> None:
 
 
 async def test_identify_never_raises_on_transport_errors() -> None:
-    async with serve({}) as (url, _), httpx.AsyncClient() as client:
+    async with serve({}) as (url, _), http_client() as client:
         assert await ollama.identify(client, endpoint(url)) == {"api": "openai-chat"}  # 404
-    async with httpx.AsyncClient() as client:  # the server is gone: connection refused
+    async with http_client() as client:  # the server is gone: connection refused
         assert await ollama.identify(client, endpoint(url)) == {"api": "openai-chat"}

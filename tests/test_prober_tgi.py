@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.faultserver import free_port
@@ -18,6 +17,7 @@ from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import tgi
 from watchdog.result import Answer
+from watchdog.transport import http_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "tgi"
 PROMPT = Prompt(
@@ -117,7 +117,7 @@ def endpoint(base_url: str) -> Endpoint:
 
 async def ask(server: TgiServer, reply: Reply, stream: bool = True) -> Answer:
     server.routes["/generate_stream" if stream else "/generate"] = reply
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         return await tgi.probe(client, endpoint(server.url), "m", PROMPT, stream, SystemClock())
 
 
@@ -227,7 +227,7 @@ async def test_non_json_event_is_bad_response(server: TgiServer) -> None:
 
 
 async def test_connection_refused_is_connect() -> None:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         ep = endpoint(f"http://127.0.0.1:{free_port()}")
         answer = await tgi.probe(client, ep, None, PROMPT, True, SystemClock())
     assert answer.error_class == "connect"
@@ -235,7 +235,7 @@ async def test_connection_refused_is_connect() -> None:
 
 async def test_identify_reads_info(server: TgiServer) -> None:
     server.routes["/info"] = Reply("info.json")
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         identity = await tgi.identify(client, endpoint(server.url))
     assert identity == {
         "api": "tgi",
@@ -247,7 +247,7 @@ async def test_identify_reads_info(server: TgiServer) -> None:
 
 
 async def test_identify_is_best_effort(server: TgiServer) -> None:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         assert await tgi.identify(client, endpoint(server.url)) == {"api": "tgi"}  # 404
         unreachable = endpoint(f"http://127.0.0.1:{free_port()}")
         assert await tgi.identify(client, unreachable) == {"api": "tgi"}

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 
 from tests.faultserver import free_port
@@ -18,6 +17,7 @@ from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import triton
 from watchdog.result import Answer
+from watchdog.transport import http_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "triton"
 PROMPT = Prompt(
@@ -118,7 +118,7 @@ def endpoint(base_url: str) -> Endpoint:
 
 async def ask(server: TritonServer, reply: Reply, stream: bool = True) -> Answer:
     server.routes[GENERATE + ("_stream" if stream else "")] = reply
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         return await triton.probe(client, endpoint(server.url), None, PROMPT, stream, SystemClock())
 
 
@@ -209,7 +209,7 @@ async def test_body_without_text_output_is_bad_response(server: TritonServer) ->
 
 
 async def test_connection_refused_is_connect() -> None:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         ep = endpoint(f"http://127.0.0.1:{free_port()}")
         answer = await triton.probe(client, ep, None, PROMPT, True, SystemClock())
     assert answer.error_class == "connect"
@@ -218,7 +218,7 @@ async def test_connection_refused_is_connect() -> None:
 async def test_identify_reads_model_and_server_metadata(server: TritonServer) -> None:
     server.routes["/v2/models/ensemble"] = Reply("model_metadata.json")
     server.routes["/v2"] = Reply("server_metadata.json")
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         identity = await triton.identify(client, endpoint(server.url))
     assert identity == {
         "api": "triton",
@@ -230,7 +230,7 @@ async def test_identify_reads_model_and_server_metadata(server: TritonServer) ->
 
 
 async def test_identify_is_best_effort(server: TritonServer) -> None:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         assert await triton.identify(client, endpoint(server.url)) == {"api": "triton"}  # 404s
         unreachable = endpoint(f"http://127.0.0.1:{free_port()}")
         assert await triton.identify(client, unreachable) == {"api": "triton"}

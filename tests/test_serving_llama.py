@@ -12,7 +12,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from prometheus_client import generate_latest
 
@@ -23,6 +22,7 @@ from watchdog.config import Config, load_config
 from watchdog.daemon import Daemon
 from watchdog.runner import Run
 from watchdog.store import Store
+from watchdog.transport import http_client
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE_PROMPT = """name: one
@@ -50,7 +50,7 @@ probes:
 
 
 async def probe(cfg: Config, store: Store, times: int = 1) -> tuple[Daemon, list[Run]]:
-    async with httpx.AsyncClient() as client:
+    async with http_client() as client:
         daemon = Daemon(cfg, client, store, SystemClock())
         runs = [await daemon.probe_once(cfg.probes[0]) for _ in range(times)]
     return daemon, runs
@@ -140,7 +140,7 @@ def test_a_restarted_engine_gives_a_cold_first_answer(
     store = Store.open(tmp_path / "w.db")
 
     async def runs_around_a_restart() -> list[Run]:
-        async with httpx.AsyncClient() as client:
+        async with http_client() as client:
             daemon = Daemon(cfg, client, store, SystemClock())
             first = await daemon.probe_once(cfg.probes[0])
             stop(own_server)
@@ -168,7 +168,7 @@ def test_the_injection_suite_sees_smollm2_leak(tmp_path: Path, llama_server: Lla
     tokens = iter(CANARIES)
 
     async def runs() -> tuple[Daemon, list[Run]]:
-        async with httpx.AsyncClient() as client:
+        async with http_client() as client:
             daemon = Daemon(cfg, client, store, SystemClock())
             daemon.runner.canary = lambda: next(tokens)
             return daemon, [await daemon.probe_once(cfg.probes[0]) for _ in CANARIES]

@@ -17,8 +17,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import httpx
-
 import watchdog
 from watchdog.clock import SystemClock
 from watchdog.config import Config, adhoc_config, config_path, load_config
@@ -26,6 +24,7 @@ from watchdog.durations import parse_duration
 from watchdog.report import health, write_csv
 from watchdog.runner import Run, Runner
 from watchdog.store import Store, StoreError
+from watchdog.transport import http_client
 from watchdog.yamlfile import InvalidFile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -53,14 +52,6 @@ def ensure_ours(package: ModuleType = watchdog) -> None:
             f"the `watchdog` package in {folder} is not mlops-watchdog's (PyPI's filesystem "
             "`watchdog` shares the name); install mlops-watchdog in its own venv, e.g. with pipx"
         )
-
-
-def http_client() -> httpx.AsyncClient:
-    # Timeouts are set per request from each endpoint's `timeout_s`.
-    return httpx.AsyncClient(
-        follow_redirects=False,
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-    )
 
 
 def _env() -> dict[str, str]:

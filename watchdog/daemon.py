@@ -42,6 +42,7 @@ SENDER_GRACE_S = 2.0
 SELF_CHECK_S = 20.0  # without systemd's watchdog; with it, a third of WatchdogSec
 HEARTBEAT_EVERY_S = 60.0
 HEARTBEAT_TIMEOUT_S = 10.0
+DRIFT_EVERY_S = 60.0
 REPORT_WINDOW = timedelta(hours=24)
 
 
@@ -118,6 +119,8 @@ class Daemon:
         self.notify = notify or Notify({})
         self.heartbeat_at = float("-inf")
         self.heartbeat_ok = True
+        self.load_errors: dict[str, str | None] = {}  # endpoint: the class of the last failure
+        self.drift_runs: dict[tuple[str, str], int] = {}  # (endpoint, golden set): runs seen
         self.endpoints = {name: ep.base_url for name, ep in config.endpoints.items()}
         self.store = store
         self.clock = clock
@@ -173,7 +176,7 @@ class Daemon:
                 if meter:
                     self.gpu.finish(meter, run.results, run.run_id, now.timestamp())
                 queued += self.alerter.observe(endpoint, run.results, now, run.tiers)
-                queued += self._drift(endpoint.name, probe.golden_set, run, now)
+                queued += self._drift(endpoint.name, probe.golden_set, run, now, probe.interval_s)
             if queued and self.sender:
                 self.sender.wake.set()
         except StoreError as exc:
@@ -184,10 +187,22 @@ class Daemon:
             self.metrics.write.observe(time.perf_counter() - started)
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
         self.metrics.observe_serving(probe.endpoint, run.tiers, run.load, run.load_error)
-        if run.load_error:
-            log.warning("%s: engine metrics not read: %s", probe.endpoint, run.load_error)
+        self._log_load(probe.endpoint, run)
         log.info("%s", summary(probe, run))
         return run
+
+    def _log_load(self, endpoint: str, run: Run) -> None:
+        """Once when the engine's metrics stop being readable, once when they are back: not at
+        every run (the metric server_metrics_up says it all along)."""
+        before = self.load_errors.get(endpoint)
+        now = run.load_error.split(":")[0] if run.load_error else None
+        if run.load is None and run.load_error is None:
+            return
+        if now and now != before:
+            log.warning("%s: engine metrics not read: %s", endpoint, run.load_error)
+        elif before and not now:
+            log.info("%s: engine metrics read again", endpoint)
+        self.load_errors[endpoint] = now
 
     def _changes(self, endpoint: str, run: Run, now: datetime) -> tuple[Change | None, list[str]]:
         answered = any(r.answer.error_class is None for r in run.results)
@@ -199,12 +214,21 @@ class Daemon:
         self.metrics.changed(endpoint, now.timestamp())
         return change, [self.alerter.announce(change, now)]
 
-    def _drift(self, endpoint: str, golden_key: str, run: Run, now: datetime) -> list[str]:
+    def _drift(
+        self, endpoint: str, golden_key: str, run: Run, now: datetime, interval_s: float = 60.0
+    ) -> list[str]:
         """Refresh the pair's baseline when due, compare, and advance the endpoint's drift alert."""
         if not run.results:
             return []
         golden_set = run.results[0].golden_set
         db = self.store.db
+        # A drift window is 20 runs: comparing after each run of a probe every second only
+        # costs CPU. About once a minute per pair says the same.
+        runs = self.drift_runs[(endpoint, golden_set)] = (
+            self.drift_runs.get((endpoint, golden_set), -1) + 1
+        )
+        if runs % max(1, round(DRIFT_EVERY_S / interval_s)):
+            return []
         made = baselines.maintain(db, endpoint, golden_set, self.config.baseline, now)
         if made is not None:
             log.info("%s/%s: baseline %d made from the last runs", endpoint, golden_set, made)
