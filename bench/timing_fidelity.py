@@ -23,6 +23,7 @@ from watchdog.clock import SystemClock
 from watchdog.config import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import openai_chat
+from watchdog.transport import http_client
 
 QUESTION = "What is the capital of France? Answer with one word."
 SAMPLING = {"max_tokens": 16, "temperature": 0, "seed": 42}
@@ -57,12 +58,13 @@ async def measure(server: LlamaServer, probes: int) -> tuple[list[float], list[f
     prompt = Prompt("capital", [{"role": "user", "content": QUESTION}], SAMPLING, [])
     bare_s: list[float] = []
     ours_s: list[float] = []
-    async with httpx.AsyncClient(timeout=60) as client:
+    # The anchor on httpx's own transport; the watchdog on the client the daemon uses.
+    async with httpx.AsyncClient(timeout=60) as client, http_client() as ours:
         for _ in range(3):  # warm the prompt cache and the connection pool
             await bare(client, server.url)
-            await watchdog(client, endpoint, prompt)
+            await watchdog(ours, endpoint, prompt)
         for i in range(probes):  # alternate who goes first, so neither always follows the other
-            pair = (bare(client, server.url), watchdog(client, endpoint, prompt))
+            pair = (bare(client, server.url), watchdog(ours, endpoint, prompt))
             first, second = pair if i % 2 == 0 else pair[::-1]
             a, b = await first, await second
             bare_s.append(a if i % 2 == 0 else b)

@@ -59,6 +59,7 @@ probes:
   - {{endpoint: vllm-a, golden_set: one.yaml, stream: false}}
 """
     )
+    (tmp_path / "config.yaml").chmod(0o600)  # it holds the webhook URL or bot token
     return load_config(tmp_path / "config.yaml", env={})
 
 

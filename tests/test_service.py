@@ -221,6 +221,7 @@ def test_the_heartbeat_url_is_pinged_and_never_logged(
     config = tmp_path / "config.yaml"
     url = f"http://127.0.0.1:{pinger.server_address[1]}{secret}"
     write_config(config, served.url, listen, ["alpha"], extra=f'heartbeat_url: "{url}"\n')
+    config.chmod(0o600)  # it holds a secret written out: only its owner may read it
     env = {**os.environ, "NOTIFY_SOCKET": str(manager.path), "WATCHDOG_USEC": "1500000"}
     done = subprocess.Popen(
         [*RUN, "--config", str(config)],

@@ -18,7 +18,9 @@ from watchdog.detectors.settings import Gpu
 from watchdog.drift import DriftSettings
 from watchdog.durations import parse_duration
 from watchdog.golden import GoldenSet, load_golden_set
+from watchdog.permissions import permission_problems
 from watchdog.validate import Strict, parse
+from watchdog.webconfig import WebConfig, load_web_config
 from watchdog.yamlfile import Document, InvalidFile, Problem, load
 
 DEFAULT_PATH = Path("/etc/mlops-watchdog/config.yaml")
@@ -271,6 +273,7 @@ class Config:
     retention: Retention = field(default_factory=Retention)
     heartbeat_url: str | None = None
     web_config_file: str | None = None
+    web_config: WebConfig | None = None  # web_config_file, read and checked
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -378,8 +381,21 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
                 main.problems.append(main.problem(at, f"no endpoint named {name!r}"))
     if not endpoints and not main.problems:
         main.problems.append(main.problem(("endpoints",), "no endpoints configured"))
+    web_config = None
+    if top and top.web_config_file:
+        web_path = (path.parent / os.path.expanduser(top.web_config_file)).resolve()
+        if not web_path.is_file():
+            missing = f"no such file: {top.web_config_file}"
+            main.problems.append(main.problem(("web_config_file",), missing))
+        else:
+            try:
+                web_config = load_web_config(web_path)
+            except InvalidFile as exc:
+                problems.extend(exc.problems)
     for doc in docs:
         problems.extend(doc.problems)
+        # A secret written out in a file every user can read: see watchdog/permissions.py.
+        problems.extend(permission_problems(Path(doc.file)))
     if problems:
         raise InvalidFile(_dedupe(problems))
     assert top is not None
@@ -400,6 +416,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         top.retention,
         top.heartbeat_url,
         top.web_config_file,
+        web_config,
     )
 
 

@@ -296,6 +296,7 @@ class Daemon:
             "storage": (old.storage, new.storage),
             "listen": (old.listen, new.listen),
             "web_config_file": (old.web_config_file, new.web_config_file),
+            "web_config": (old.web_config, new.web_config),
             "alerting.slack": (old.alerting.slack, new.alerting.slack),
             "gpu": (old.gpu, new.gpu),
         }
@@ -306,6 +307,7 @@ class Daemon:
             storage=old.storage,
             listen=old.listen,
             web_config_file=old.web_config_file,
+            web_config=old.web_config,
             alerting=alerting,
             gpu=old.gpu,
         )
@@ -434,8 +436,10 @@ class Daemon:
             application = web.app(
                 self.registry, self.store, self.endpoints, self.ready, self.clock.now
             )
-            listener = await web.serve(application, self.config.listen)
-            log.info("metrics and status page on http://%s/", self.config.listen)
+            web_config = self.config.web_config
+            listener = await web.serve(application, self.config.listen, web_config)
+            scheme = "https" if web_config and web_config.tls else "http"
+            log.info("metrics and status page on %s://%s/", scheme, self.config.listen)
         self.gpu.start(self.clock.now().timestamp())
         self.schedule()
         self.scheduler.start()

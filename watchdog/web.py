@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import ssl
 from collections.abc import Callable
 from datetime import datetime
 
@@ -12,6 +13,8 @@ from prometheus_client.exposition import choose_encoder
 
 from watchdog import __version__, status
 from watchdog.store import Store
+from watchdog.webauth import BasicAuth, auth_middleware
+from watchdog.webconfig import WebConfig, ssl_context
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -64,13 +67,40 @@ class ListenError(Exception):
     """The listener cannot bind; the message names the address."""
 
 
-async def serve(application: web.Application, listen: str) -> web.AppRunner:
+async def serve(
+    application: web.Application, listen: str, web_config: WebConfig | None = None
+) -> web.AppRunner:
+    """Start the listener. With a web config: TLS when it has `tls_server_config`, basic auth on
+    every path when it has users (see watchdog/webauth.py), and its response headers; the
+    middleware and the headers are added to `application`. Without one: plain HTTP, open."""
     host, port = parse_listen(listen)
+    context: ssl.SSLContext | None = None
+    if web_config is not None:
+        if web_config.tls is not None:
+            try:
+                context = ssl_context(web_config.tls)
+            except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+                raise ListenError(f"listen {listen}: TLS: {exc}") from None
+        secure(application, web_config)
     runner = web.AppRunner(application, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, host, port).start()
+        await web.TCPSite(runner, host, port, ssl_context=context).start()
     except OSError as exc:
         await runner.cleanup()
         raise ListenError(f"listen {listen}: {exc.strerror or exc}") from None
     return runner
+
+
+def secure(application: web.Application, web_config: WebConfig) -> None:
+    """Add basic auth (outermost, so it guards 404s too) and the configured headers, which go
+    on every response, 401s included, as exporter-toolkit sets them."""
+    if web_config.users:
+        application.middlewares.insert(0, auth_middleware(BasicAuth(web_config.users)))
+    if web_config.headers:
+        headers = dict(web_config.headers)
+
+        async def add_headers(request: web.Request, response: web.StreamResponse) -> None:
+            response.headers.update(headers)
+
+        application.on_response_prepare.append(add_headers)

@@ -188,7 +188,15 @@ class Alerter:
         if observation is not None:
             row["summary"] = observation.summary
         row["updated_at"] = outbox.iso(now)
-        self.db.table("alerts").upsert(row, pk=("endpoint", "kind"))
+        # Plain SQL, not Table.upsert: this runs for every kind after every probe run, and
+        # sqlite-utils reads the table's columns each time.
+        names = list(row)
+        updates = ", ".join(f"{n} = excluded.{n}" for n in names[2:])
+        self.db.execute(
+            f"insert into alerts ({', '.join(names)}) values ({', '.join('?' * len(names))}) "
+            f"on conflict (endpoint, kind) do update set {updates}",
+            [row[n] for n in names],
+        )
 
     def firing(self) -> list[dict[str, Any]]:
         return list(
