@@ -307,9 +307,15 @@ async def test_triton_not_ready_is_a_failed_readiness_tier(tmp_path: Path) -> No
     cfg = load_config(write_config(tmp_path, model="ensemble"))
     endpoint = cfg.endpoints["e"].model_copy(update={"api": "triton"})
     async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
-        tiers = await readiness.routes(client, endpoint, FakeClock())
+        tiers, _ = await readiness.routes(client, endpoint, FakeClock())
     assert [(t.tier, t.ok, t.status_code, t.error_class) for t in tiers] == [
         ("liveness", True, 200, None),
         ("readiness", False, 400, "http_status"),
     ]
     assert tiers[1].detail.startswith("GET /v2/health/ready: http_status: HTTP 400")
+
+
+async def test_the_models_route_is_read_once_per_run(tmp_path: Path) -> None:
+    server = Server()
+    await run_with(tmp_path, server)
+    assert [r.url.path for r in server.sent].count("/v1/models") == 1

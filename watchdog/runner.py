@@ -110,9 +110,9 @@ class Runner:
     async def run(self, probe: Probe) -> Run:
         endpoint = self.config.endpoints[probe.endpoint]
         golden = self.config.golden_sets[probe.golden_set]
-        tiers = await readiness.routes(self.client, endpoint, self.clock)
+        tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
         load, load_error = await self._server_load(endpoint)
-        identity = await identify(self.client, endpoint)
+        identity = await identify(self.client, endpoint, bodies)
         if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
             identity["template_hash"] = short_hash(endpoint.system_prompt)
         model = endpoint.model or (identity.get("model_ids") or [None])[0]

@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import httpx
 
 from watchdog.clock import Clock
@@ -45,9 +44,6 @@ def classify(exc: BaseException, *, got_headers: bool, streaming: bool) -> Failu
     """Map a transport exception to exactly one error class."""
     if isinstance(exc, Failure):
         return exc
-    raw = next((c for c in _chain(exc) if isinstance(c, aiohttp.ClientError)), None)
-    if raw is not None:  # the transport's own exception says more than httpx's mapping of it
-        return _aiohttp_failure(raw, got_headers=got_headers, streaming=streaming)
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         kind = type(exc).__name__
         return Failure(
@@ -60,28 +56,6 @@ def classify(exc: BaseException, *, got_headers: bool, streaming: bool) -> Failu
             return Failure("tls", f"TLS failed: {_reason(cause)}")
         if isinstance(cause, socket.gaierror):
             return Failure("dns", f"host name does not resolve: {_reason(cause)}")
-    if not got_headers:
-        return Failure("connect", f"connection failed before a response: {_reason(exc)}")
-    if streaming:
-        return Failure("stream_truncated", f"connection broke mid-stream: {_reason(exc)}")
-    return Failure("bad_response", f"connection broke while reading the body: {_reason(exc)}")
-
-
-def _aiohttp_failure(exc: aiohttp.ClientError, *, got_headers: bool, streaming: bool) -> Failure:
-    """aiohttp's exceptions, one class each (httpx-aiohttp maps a refused connection to
-    ConnectTimeout, which would read as a timeout)."""
-    if isinstance(exc, aiohttp.ServerTimeoutError):
-        return Failure("timeout", f"deadline exceeded ({type(exc).__name__})")
-    if isinstance(exc, aiohttp.ClientSSLError):
-        return Failure("tls", f"TLS failed: {_reason(exc.os_error)}")
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        if isinstance(exc.os_error, socket.gaierror):
-            return Failure("dns", f"host name does not resolve: {_reason(exc.os_error)}")
-        if isinstance(exc.os_error, ssl.SSLError | ssl.CertificateError):
-            return Failure("tls", f"TLS failed: {_reason(exc.os_error)}")
-        return Failure("connect", f"connection failed before a response: {_reason(exc)}")
-    if isinstance(exc, aiohttp.ClientResponseError) and not got_headers:
-        return Failure("connect", f"the server does not speak HTTP: {_reason(exc)}")
     if not got_headers:
         return Failure("connect", f"connection failed before a response: {_reason(exc)}")
     if streaming:
@@ -102,10 +76,7 @@ def _reason(exc: BaseException) -> str:
     if isinstance(exc, ssl.SSLError) and getattr(exc, "reason", None):
         return str(exc.reason)
     # httpx's ReadError has no text; the reset ("Connection reset by peer") is further down.
-    if isinstance(exc, aiohttp.ClientResponseError):
-        text = exc.message
-    else:
-        text = next((str(e) for e in _chain(exc) if str(e)), type(exc).__name__)
+    text = next((str(e) for e in _chain(exc) if str(e)), type(exc).__name__)
     text = " ".join(text.split())  # one line, for logs and Slack
     return text if len(text) < 200 else text[:199] + "…"
 
@@ -230,8 +201,7 @@ async def json_lines(
         yield decode(buffer, "the line stream", response.status_code).strip(), monotonic()
 
 
-# aiohttp's own errors too: httpx-aiohttp passes on those it has no httpx name for.
-TRANSPORT_ERRORS = (httpx.HTTPError, aiohttp.ClientError, OSError, TimeoutError, Failure)
+TRANSPORT_ERRORS = (httpx.HTTPError, OSError, TimeoutError, Failure)
 ERROR_BODY_BYTES = 4096
 Reader = Callable[[httpx.Response, Answer, float], Awaitable[None]]
 Refusal = Callable[[httpx.Response, bytes], Failure]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import os
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -21,8 +22,13 @@ OWN_IDENTITY = {
 }
 
 
-async def endpoint_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str) -> Any:
-    """A JSON route that says what the endpoint serves: None unless a capped, parseable 200."""
+async def endpoint_json(
+    client: httpx.AsyncClient, endpoint: Endpoint, path: str, seen: Mapping[str, Any]
+) -> Any:
+    """A JSON route that says what the endpoint serves: None unless a capped, parseable 200.
+    `seen` holds what this run already read (the readiness route), by path."""
+    if path in seen:
+        return seen[path]
     return await get_json(
         client,
         endpoint.base_url + path,
@@ -32,20 +38,23 @@ async def endpoint_json(client: httpx.AsyncClient, endpoint: Endpoint, path: str
     )
 
 
-async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
+async def identify(
+    client: httpx.AsyncClient, endpoint: Endpoint, seen: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Best effort: a server without these routes still gets probed, with less in its identity."""
+    seen = seen or {}
     if endpoint.api in OWN_IDENTITY:
         module = importlib.import_module(OWN_IDENTITY[endpoint.api])
-        own: dict[str, Any] = await module.identify(client, endpoint)
+        own: dict[str, Any] = await module.identify(client, endpoint, seen)
         return own
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
-        models = await endpoint_json(client, endpoint, "/v1/models")
+        models = await endpoint_json(client, endpoint, "/v1/models", seen)
         if isinstance(models, dict) and isinstance(models.get("data"), list):
             identity["model_ids"] = sorted(
                 str(m.get("id")) for m in models["data"] if isinstance(m, dict)
             )
-        props = await endpoint_json(client, endpoint, "/props")
+        props = await endpoint_json(client, endpoint, "/props", seen)
         if isinstance(props, dict):
             if isinstance(props.get("build_info"), str):
                 identity["build_info"] = props["build_info"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -197,11 +198,13 @@ def _named(entry: dict[str, Any], model: str) -> bool:
     return entry.get("name") in wanted or entry.get("model") in wanted
 
 
-async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
+async def identify(
+    client: httpx.AsyncClient, endpoint: Endpoint, seen: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Best effort: the configured model's name and digest from /api/tags (all names if none)."""
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
-        tags = await endpoint_json(client, endpoint, "/api/tags")
+        tags = await endpoint_json(client, endpoint, "/api/tags", seen or {})
     except TRANSPORT_ERRORS:
         return identity  # the probe itself records why the endpoint cannot be reached
     models = tags.get("models") if isinstance(tags, dict) else None

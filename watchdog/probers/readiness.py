@@ -4,6 +4,8 @@ vLLM's /v1/models answers from static config while its engine is stuck."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 from collections import Counter
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -37,13 +39,20 @@ class TierOutcome:
 
 
 async def check(
-    client: httpx.AsyncClient, endpoint: Endpoint, tier: str, path: str, clock: Clock
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    tier: str,
+    path: str,
+    clock: Clock,
+    bodies: dict[str, Any],
 ) -> TierOutcome:
-    """GET one route under a short deadline: ok for a 2xx, read in full (a capped body)."""
+    """GET one route under a short deadline: ok for a 2xx, read in full (a capped body). The
+    body, when it is JSON, goes to `bodies`: the identity reads it there instead of again."""
+    body = bytearray()
 
     async def drain(response: httpx.Response, answer: Answer, t0: float) -> None:
-        async for _ in body_chunks(response, TIER_BODY_BYTES):
-            pass
+        async for chunk in body_chunks(response, TIER_BODY_BYTES):
+            body.extend(chunk)
         answer.e2e_s = clock.monotonic() - t0
 
     answer = await timed(
@@ -57,6 +66,8 @@ async def check(
         streaming=False,
     )
     if answer.error_class is None:
+        with contextlib.suppress(ValueError):
+            bodies[path] = json.loads(body)
         detail = f"GET {path}: HTTP {answer.status_code} in {answer.e2e_s or 0:.3f}s"
     else:
         detail = f"GET {path}: {answer.error_class}: {answer.error_detail}"
@@ -71,16 +82,20 @@ async def check(
     )
 
 
-async def routes(client: httpx.AsyncClient, endpoint: Endpoint, clock: Clock) -> list[TierOutcome]:
-    """Liveness, then readiness, for the routes the endpoint has (`health_path`, `ready_path`)."""
+async def routes(
+    client: httpx.AsyncClient, endpoint: Endpoint, clock: Clock
+) -> tuple[list[TierOutcome], dict[str, Any]]:
+    """Liveness, then readiness, for the routes the endpoint has (`health_path`, `ready_path`);
+    and the JSON bodies they answered with, by path."""
     out = []
+    bodies: dict[str, Any] = {}
     for tier, path in (
         ("liveness", endpoint.liveness_path),
         ("readiness", endpoint.readiness_path),
     ):
         if path:
-            out.append(await check(client, endpoint, tier, path, clock))
-    return out
+            out.append(await check(client, endpoint, tier, path, clock, bodies))
+    return out, bodies
 
 
 def completion(results: list[ProbeResult]) -> TierOutcome | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -211,11 +212,13 @@ async def _read_json(
         answer.output_tokens, answer.token_source = math.ceil(len(answer.text) / 4), "estimate"
 
 
-async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
+async def identify(
+    client: httpx.AsyncClient, endpoint: Endpoint, seen: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """What is answering, from /info; best effort, so a server without it still gets probed."""
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
-        info = await endpoint_json(client, endpoint, "/info")
+        info = await endpoint_json(client, endpoint, "/info", seen or {})
     except TRANSPORT_ERRORS:
         return identity  # the probe itself records why the endpoint cannot be reached
     if not isinstance(info, dict):

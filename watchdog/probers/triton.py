@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -166,12 +167,14 @@ async def _read_json(
         answer.output_tokens, answer.token_source = math.ceil(len(answer.text) / 4), "estimate"
 
 
-async def identify(client: httpx.AsyncClient, endpoint: Endpoint) -> dict[str, Any]:
+async def identify(
+    client: httpx.AsyncClient, endpoint: Endpoint, seen: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """Model name and versions from /v2/models/{model}, server build from /v2; best effort."""
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
-        model = await endpoint_json(client, endpoint, model_path(endpoint, None))
-        server = await endpoint_json(client, endpoint, "/v2")
+        model = await endpoint_json(client, endpoint, model_path(endpoint, None), seen or {})
+        server = await endpoint_json(client, endpoint, "/v2", seen or {})
     except TRANSPORT_ERRORS:
         return identity  # the probe itself records why the endpoint cannot be reached
     if isinstance(model, dict):
