@@ -43,6 +43,7 @@ SELF_CHECK_S = 20.0  # without systemd's watchdog; with it, a third of WatchdogS
 HEARTBEAT_EVERY_S = 60.0
 HEARTBEAT_TIMEOUT_S = 10.0
 DRIFT_EVERY_S = 60.0
+STAGGER_S = 0.01
 REPORT_WINDOW = timedelta(hours=24)
 
 
@@ -388,13 +389,17 @@ class Daemon:
                     misfire_grace=probe.misfire_grace,
                 )
             else:
+                # First runs 10 ms apart (within the interval), not all at once: a thousand
+                # endpoints starting together would queue behind each other for seconds.
+                spread = min(probe.interval_s, len(wanted) * STAGGER_S)
+                offset = spread * list(wanted).index(job_id) / len(wanted)
                 self.scheduler.every(
                     job_id,
                     job,
                     probe.interval_s,
                     jitter=probe.jitter,
                     misfire_grace=probe.misfire_grace,
-                    start=now,
+                    start=now + timedelta(seconds=offset),
                 )
 
     def _job_key(self, probe: Probe) -> str:
