@@ -47,6 +47,7 @@ KNOWN_METRICS: dict[str, frozenset[str]] = {
         "mlops_watchdog_scheduler_lateness_seconds": "",
         "mlops_watchdog_scheduler_missed_runs_total": "endpoint",
         "mlops_watchdog_storage_write_seconds": "",
+        "mlops_watchdog_database_size_bytes": "",
         "mlops_watchdog_alerts_firing": "endpoint kind",
         "mlops_watchdog_notifications_total": "result",
         "mlops_watchdog_outbox_pending": "",

@@ -23,6 +23,10 @@ def count(db: Path, sql: str) -> int:
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
         return int(conn.execute(sql).fetchone()[0])
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0  # the first start is still creating its tables
+        raise
     finally:
         conn.close()
 
@@ -53,16 +57,18 @@ def test_a_kill_9_storm_loses_no_committed_result(tmp_path: Path) -> None:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
             )
-            # Wait for this start's first writes, then a random moment more.
-            deadline = time.monotonic() + 60
-            while not db.exists() or count(db, "select count(*) from results") <= committed:
-                assert daemon.poll() is None, f"the daemon exited with {daemon.returncode}"
-                assert time.monotonic() < deadline, "no probe results after a restart"
-                time.sleep(0.05)  # a real process: poll what it did
-            time.sleep(chance.uniform(0.0, 1.5))
-            seen = count(db, "select count(*) from results")  # committed: another reader sees it
-            daemon.send_signal(signal.SIGKILL)
-            daemon.wait(timeout=10)
+            try:
+                # Wait for this start's first writes, then a random moment more.
+                deadline = time.monotonic() + 60
+                while not db.exists() or count(db, "select count(*) from results") <= committed:
+                    assert daemon.poll() is None, f"the daemon exited with {daemon.returncode}"
+                    assert time.monotonic() < deadline, "no probe results after a restart"
+                    time.sleep(0.05)  # a real process: poll what it did
+                time.sleep(chance.uniform(0.0, 1.5))
+                seen = count(db, "select count(*) from results")  # committed: a reader sees it
+            finally:
+                daemon.send_signal(signal.SIGKILL)
+                daemon.wait(timeout=10)
             after = count(db, "select count(*) from results")
             assert after >= seen, f"kill {kill}: {seen - after} committed result(s) lost"
             committed = after

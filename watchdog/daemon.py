@@ -15,7 +15,7 @@ import httpx
 from prometheus_client import CollectorRegistry
 from sqlite_utils import Database
 
-from watchdog import baselines, changes, web
+from watchdog import baselines, changes, retention, web
 from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.sender import Notifier, Sender
@@ -147,6 +147,7 @@ class Daemon:
             if latest is not None:
                 since = datetime.fromisoformat(latest.at.replace("Z", "+00:00")).timestamp()
             self.metrics.remember_fingerprint(row["endpoint"], row["fingerprint"], "", since)
+        self.metrics.db_bytes = retention.size_bytes(store.db)
         self.cold = ColdStarts({name: store.last_run_unanswered(name) for name in config.endpoints})
         self.gpu = GpuWatch(config, nvml, store)
         self.registry.register(ProbeCollector(self.metrics))
@@ -322,6 +323,33 @@ class Daemon:
         self.schedule_probes()
         return restart
 
+    async def keep_small(self) -> None:
+        """Retention: roll up, prune and vacuum in bounded steps, yielding to the probes between
+        them; warn once the database is over `retention.max_db_bytes`."""
+        while True:
+            now = self.clock.now().timestamp()
+            try:
+                summary = retention.maintain(self.store.db, now, self.config.retention)
+            except sqlite3.Error as exc:
+                log.error("retention: %s: %s", self.store.path, exc)
+                return
+            self.metrics.db_bytes = summary.size_after
+            if summary.vacuum_error:
+                log.warning("retention: vacuum: %s", summary.vacuum_error)
+            if not summary.more_to_do:
+                break
+            await asyncio.sleep(0)
+        if summary.warning:
+            log.warning("%s", summary.warning)
+        deleted = sum(summary.deleted.values())
+        if deleted or summary.hours_rolled:
+            log.info(
+                "retention: %d hour(s) rolled up, %d row(s) deleted, database %d bytes",
+                summary.hours_rolled,
+                deleted,
+                summary.size_after,
+            )
+
     async def self_check(self) -> None:
         """The scheduler's own heartbeat: WATCHDOG=1 to systemd and a ping to `heartbeat_url`
         when the database answers and the scheduler runs. A stuck event loop or a dead
@@ -421,6 +449,10 @@ class Daemon:
 
             self.scheduler.every("gpu-downsample", downsample, 3600, start=now)
 
+        keep = self.config.retention.every
+        self.scheduler.every(
+            "retention", self.keep_small, keep, start=now + timedelta(seconds=min(keep, 60))
+        )
         every = self.notify.watchdog_s / 3 if self.notify.watchdog_s else SELF_CHECK_S
         self.scheduler.every("self-check", self.self_check, every, start=now)
 

@@ -102,6 +102,7 @@ class ProbeMetrics:
         self.canary_leaks: dict[str, int] = {}
         self.tiers: dict[tuple[str, str], TierOutcome] = {}  # (endpoint, tier)
         self.loads: dict[str, ServerLoad | None] = {}  # None: the last read failed
+        self.db_bytes: int | None = None  # the database with its WAL, after retention
         self.adopt(config)
 
     def adopt(self, config: Config) -> None:
@@ -353,6 +354,12 @@ class ProbeCollector(Collector):
             {k: t.latency_s for k, t in m.tiers.items() if t.latency_s is not None},
         )
         yield from _server_families(m.loads)
+        if m.db_bytes is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "database_size_bytes",
+                "The SQLite database with its WAL, as of the last retention pass.",
+                value=float(m.db_bytes),
+            )
         write = HistogramMetricFamily(
             PREFIX + "storage_write_seconds", "Time to store one probe run."
         )

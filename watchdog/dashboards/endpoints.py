@@ -241,6 +241,13 @@ def watchdog_itself() -> list[Panel]:
     plain = selector  # the watchdog's own series carry no endpoint label
     return [
         single(
+            "Database size",
+            "bytes",
+            (plain("mlops_watchdog_database_size_bytes"), "{{instance}}"),
+            span=8,
+            description="SQLite with its WAL; retention keeps it bounded (retention.max_db_bytes warns).",
+        ),
+        single(
             "Last cycle age",
             "s",
             (f"time() - {plain('mlops_watchdog_last_cycle_timestamp_seconds')}", "{{instance}}"),

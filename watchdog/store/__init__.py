@@ -32,6 +32,10 @@ class Store:
             path.parent.mkdir(parents=True, exist_ok=True)
             db = Database(path)
             db.execute("PRAGMA busy_timeout = 5000")
+            # Lets retention.py give pruned pages back to the file system. It only takes on a new,
+            # empty file (before WAL mode writes the header); an existing file ignores it, and
+            # retention.maintain() converts that one once with a VACUUM.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.enable_wal()
             db.execute("PRAGMA synchronous = NORMAL")  # durable in WAL at commit boundaries
             store = cls(db, str(path))

@@ -263,10 +263,50 @@ def _5_serving(db: Database) -> None:
     db.table("results").add_column("cold_reason", str)
 
 
+def _6_retention(db: Database) -> None:
+    # One row per endpoint × golden set × prompt × hour, made by retention.py before the hour's
+    # raw results are pruned. The primary key is the unique index that upserts replace on.
+    db.table("rollups").create(
+        {
+            "endpoint": str,
+            "golden_set": str,
+            "prompt_id": str,
+            "hour_ts": int,  # the hour's start, Unix seconds (UTC hours)
+            "answers": int,  # results in the hour
+            "runs": int,  # distinct probe runs among them
+            "ok": int,
+            "answered": int,  # got an answer (no error class, or check_failed): latency counts
+            "errors": str,  # JSON: {error_class: count}, {} when none
+            "ttft_p50_s": float,  # percentiles over answered results, linear (numpy's default)
+            "ttft_p95_s": float,
+            "e2e_p50_s": float,
+            "e2e_p95_s": float,
+            "tokens_per_s_mean": float,
+            "output_tokens": int,  # sum
+            "checks_passed": int,  # sums: format accuracy over time
+            "checks_total": int,
+            "cold": int,  # answers flagged cold (after a change or a restart)
+        },
+        pk=("endpoint", "golden_set", "prompt_id", "hour_ts"),
+    )
+    db.table("rollups").create_index(["hour_ts"])
+    # Pruning walks these by time; without them each pass would scan the whole table.
+    db.table("readiness").create_index(["started_ts"])
+    db.table("server_load").create_index(["at_ts"])
+    db.table("run_energy").create_index(["started_ts"])
+    # Progress that must survive restarts: "rolled_until_ts", the end of the last rolled-up hour.
+    db.table("retention_state").create({"key": str, "value": float}, pk="key")
+    # Incremental vacuum needs `auto_vacuum = INCREMENTAL`, which an existing file only takes
+    # through a full VACUUM. That cannot run here (VACUUM refuses to run inside the migration's
+    # transaction) and is far cheaper after the first prune, so retention.maintain() does it once,
+    # when its first complete pass has freed pages. New files get it in Store.open.
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _1_results,
     _2_alerting,
     _3_gpu,
     _4_drift,
     _5_serving,
+    _6_retention,
 ]

@@ -1,0 +1,397 @@
+"""Storage: insert rate, bytes per result, report and retention times, and the size per endpoint-year.
+
+Fills a fresh database with N results shaped like the default golden set's runs (5 prompts a run,
+one run every 60 s, real checks, excerpts and output profiles, 3 readiness tiers and an engine
+load row per run, 2% timeouts) through `Store.record_run`, one transaction per run as the daemon
+does. The anchor is a bare sqlite3 `executemany` of the same result rows into the same `results`
+table and indexes, timed in the same process. Then it times the 30-day CSV report, drains
+`retention.maintain` under the default retention (the first pass after an upgrade), times one
+steady-state hourly pass, and measures the database that is left: 14 days of results and up to
+400 days of hourly rollups, the size one endpoint settles at.
+
+    .venv/bin/python -m bench.storage [--results 10000000] [--quick] [--dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sqlite3
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from watchdog import report, retention
+from watchdog.config import SHIPPED_GOLDEN_SETS, Retention
+from watchdog.drift import profile
+from watchdog.golden import load_golden_set
+from watchdog.probers.readiness import TierOutcome
+from watchdog.probers.server_metrics import parse
+from watchdog.result import Answer, ProbeResult
+from watchdog.retention import Summary
+from watchdog.runner import fingerprint, shape_response
+from watchdog.store import Store, _row
+
+PROMPTS_PER_RUN = 5
+EVERY_S = 60.0  # the default schedule
+RAW_DAYS, ROLLUP_DAYS = Retention().raw_days, Retention().rollup_days
+ANCHOR_ROWS = 1_000_000  # the anchor takes the first rows only: bytes per row settle long before
+END = datetime(2027, 1, 1, tzinfo=UTC).timestamp()  # the last run starts just before this
+# What SmolLM2-sized models answer to the default set: about 60 characters, some failing checks.
+ANSWERS = {
+    "capital-france": "The capital of France is Paris, which is also its largest city.",
+    "arithmetic": "2 + 2 = 4. The answer is 4, the sum of two and two together.",
+    "person-json": '{"name": "Alice", "age": 30, "city": "unknown", "active": true}',
+    "repeat-word": "hello! You said hello, so I am repeating it back: hello",
+    "one-word-answer": "Blue. On a clear day the sky looks blue to our eyes.",
+}
+MODEL = "SmolLM2-135M-Instruct"
+IDENTITY = {"model_ids": [MODEL], "build": "b4500-1a2b3c4", "n_ctx": 2048}
+FIXTURE = Path(__file__).parent.parent / "tests" / "fixtures" / "server_metrics" / "llamacpp.txt"
+
+
+class Shape:
+    """Everything about a run that does not change between runs, computed once."""
+
+    def __init__(self) -> None:
+        golden = load_golden_set(SHIPPED_GOLDEN_SETS / "default.yaml")
+        self.golden = golden
+        self.fingerprint = fingerprint(IDENTITY, None, golden.hash)
+        self.prompts = []
+        for prompt in golden.prompts:
+            text = ANSWERS[prompt.id]
+            excerpt, digest = shape_response(text, "excerpt", 200)
+            answer = Answer(text=text, status_code=200)
+            outcomes = [check(answer) for check in prompt.checks]
+            self.prompts.append((prompt.id, text, excerpt, digest, outcomes, profile(text)))
+        self.load = {
+            "ok": 1,
+            "load": json.dumps(parse(FIXTURE.read_text()).to_json()),
+            "detail": None,
+        }
+
+    def run(self, at: float, rng: random.Random) -> tuple[list[ProbeResult], list[dict[str, Any]]]:
+        results = []
+        for i, (prompt_id, text, excerpt, digest, outcomes, output) in enumerate(self.prompts):
+            started = datetime.fromtimestamp(at + i * 0.8, UTC)
+            if rng.random() < 0.02:
+                answer = Answer(error_class="timeout", error_detail="read timeout after 60s")
+                answer.e2e_s = 60.0
+                results.append(self._result(prompt_id, started, answer, [], None, None, None))
+                continue
+            tokens = rng.randint(12, 20)
+            ttft = rng.lognormvariate(math.log(0.03), 0.3)
+            itl = [rng.lognormvariate(math.log(0.012), 0.2) for _ in range(tokens - 1)]
+            answer = Answer(
+                text=text,
+                status_code=200,
+                ttfb_s=ttft * 0.9,
+                ttft_s=ttft,
+                e2e_s=ttft + sum(itl),
+                itl_s=itl,
+                output_tokens=tokens,
+                token_source="usage",
+                finish_reason="stop",
+                model=MODEL,
+                server_timings={
+                    "prompt_n": 31.0,
+                    "prompt_ms": ttft * 800,
+                    "prompt_per_token_ms": ttft * 800 / 31,
+                    "prompt_per_second": 31 / ttft / 0.8,
+                    "predicted_n": float(tokens),
+                    "predicted_ms": sum(itl) * 1000,
+                    "predicted_per_token_ms": sum(itl) * 1000 / tokens,
+                    "predicted_per_second": tokens / sum(itl),
+                },
+            )
+            results.append(
+                self._result(prompt_id, started, answer, outcomes, excerpt, digest, output)
+            )
+        answered = [r for r in results if r.answer.error_class is None]
+        tiers = [
+            TierOutcome("liveness", True, "GET /health: HTTP 200 in 0.002s", "/health", 200, 0.002),
+            TierOutcome(
+                "readiness", True, "GET /v1/models: HTTP 200 in 0.003s", "/v1/models", 200, 0.003
+            ),
+            TierOutcome(
+                "completion",
+                bool(answered),
+                f"{len(answered)}/{len(results)} golden prompts answered",
+                None,
+                200,
+                answered[0].answer.e2e_s if answered else None,
+            ),
+        ]
+        return results, [t.to_json() for t in tiers]
+
+    def _result(
+        self,
+        prompt_id: str,
+        started: datetime,
+        answer: Answer,
+        outcomes: list[Any],
+        excerpt: str | None,
+        digest: str | None,
+        output: dict[str, int] | None,
+    ) -> ProbeResult:
+        return ProbeResult(
+            endpoint="bench",
+            prompt_id=prompt_id,
+            golden_set=self.golden.name,
+            golden_set_hash=self.golden.hash,
+            started_at=started,
+            stream=True,
+            answer=answer,
+            checks=outcomes,
+            fingerprint=self.fingerprint,
+            response_excerpt=excerpt,
+            response_sha256=digest,
+            output_profile=output,
+        )
+
+
+class Anchor:
+    """The same result rows, written by bare sqlite3 executemany, 10,000 rows a transaction."""
+
+    def __init__(self, path: Path, store: Store, limit: int):
+        self.conn = sqlite3.connect(path)
+        self.path, self.limit, self.rows, self.seconds = path, limit, 0, 0.0
+        for (sql,) in store.db.execute(
+            "select sql from sqlite_master where tbl_name = 'results' and sql is not null"
+        ):
+            self.conn.execute(sql)
+        self.columns = [r[1] for r in store.db.execute("PRAGMA table_info(results)")][1:]
+        self.sql = (
+            f"insert into results ({', '.join(self.columns)}) "
+            f"values ({', '.join(':' + c for c in self.columns)})"
+        )
+        self.pending: list[dict[str, Any]] = []
+
+    def add(self, run_id: str, results: list[ProbeResult]) -> None:
+        if self.rows + len(self.pending) >= self.limit:
+            return
+        self.pending += [_row(run_id, r) for r in results]
+        if len(self.pending) >= 10_000:
+            self.flush()
+
+    def flush(self) -> None:
+        start = time.perf_counter()
+        with self.conn:
+            self.conn.executemany(self.sql, self.pending)
+        self.seconds += time.perf_counter() - start
+        self.rows += len(self.pending)
+        self.pending = []
+
+    def size(self) -> int:
+        self.flush()
+        self.conn.close()
+        return self.path.stat().st_size
+
+
+def table_bytes(store: Store) -> dict[str, int]:
+    """Bytes per table, its indexes included (dbstat)."""
+    owner = {r[0]: r[1] for r in store.db.execute("select name, tbl_name from sqlite_master")}
+    sizes: dict[str, int] = {}
+    for name, size in store.db.execute("select name, sum(pgsize) from dbstat group by name"):
+        table = owner.get(name, name)
+        sizes[table] = sizes.get(table, 0) + int(size)
+    return sizes
+
+
+def fill(store: Store, shape: Shape, anchor: Anchor, n: int) -> list[float]:
+    """Insert n results, one record_run per run; returns seconds per run."""
+    rng = random.Random(2026)
+    runs = math.ceil(n / PROMPTS_PER_RUN)
+    per_run = []
+    for i in range(runs):
+        at = END - (runs - i) * EVERY_S
+        results, tiers = shape.run(at, rng)
+        run_id = f"{i:016x}"
+        load = {"at_ts": results[0].started_at.timestamp(), **shape.load}
+        start = time.perf_counter()
+        store.record_run(run_id, results, IDENTITY, tiers, load)
+        per_run.append(time.perf_counter() - start)
+        anchor.add(run_id, results)
+        if i and i % 200_000 == 0:
+            print(f"  {i * PROMPTS_PER_RUN:,} results", flush=True)
+    return per_run
+
+
+def median_s(fn: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def mb(n: float) -> str:
+    return f"{n / 1e6:,.1f} MB"
+
+
+def p(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(pct / 100 * len(ordered)) - 1)]
+
+
+def drain(store: Store, now: float, settings: Retention) -> list[tuple[float, Summary]]:
+    """retention.maintain until it has nothing more to do, as the daemon calls it."""
+    calls = []
+    while True:
+        start = time.perf_counter()
+        summary = retention.maintain(store.db, now, settings)
+        calls.append((time.perf_counter() - start, summary))
+        if not summary.more_to_do:
+            return calls
+
+
+def show(title: str, calls: list[tuple[float, Summary]]) -> None:
+    ms = [t * 1000 for t, _ in calls]
+    done = [s for _, s in calls]
+    deleted = sum(sum(s.deleted.values()) for s in done)
+    print(f"{title}: {len(calls):,} calls, total {sum(ms) / 1000:,.1f} s")
+    print(f"  ms per call: p50 {statistics.median(ms):.0f}, p90 {p(ms, 90):.0f}, max {max(ms):.0f}")
+    print(
+        f"  hours rolled up {sum(s.hours_rolled for s in done):,}, rows deleted {deleted:,}, "
+        f"pages freed {sum(s.pages_freed for s in done):,}; "
+        f"size {mb(done[0].size_before)} -> {mb(done[-1].size_after)}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", type=int, default=10_000_000)
+    parser.add_argument("--quick", action="store_true", help="250,000 results (35 days)")
+    parser.add_argument("--dir", type=Path, help="where the databases go (default: a temp dir)")
+    args = parser.parse_args()
+    n = 250_000 if args.quick else args.results
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
+        store = Store.open(Path(tmp) / "watchdog.db")
+        shape = Shape()
+        size = inserts(store, shape, Anchor(Path(tmp) / "anchor.db", store, min(n, ANCHOR_ROWS)), n)
+        csv_report(store, Path(tmp) / "report.csv")
+        prune(store, shape)
+        endpoint_year(store, size, n)
+        rebuild(store)
+        lower_raw_days(store)
+        store.close()
+
+
+def inserts(store: Store, shape: Shape, anchor: Anchor, n: int) -> int:
+    days = n / PROMPTS_PER_RUN * EVERY_S / 86400
+    print(f"{n:,} results, {n // PROMPTS_PER_RUN:,} runs of 5 prompts every 60 s: {days:,.0f} days")
+    start = time.perf_counter()
+    per_run = fill(store, shape, anchor, n)
+    fill_s = time.perf_counter() - start
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    size = retention.size_bytes(store.db)
+    anchor_size = anchor.size()
+    tables = table_bytes(store)
+    ours_rate, anchor_rate = n / sum(per_run), anchor.rows / anchor.seconds
+    ms = [t * 1000 for t in per_run]
+
+    print("\ninserts (one transaction per run; anchor: executemany, 10k rows a transaction)")
+    print(f"{'':<34} {'results/s':>10} {'ms/run p50':>11} {'ms/run p90':>11}")
+    print(f"{'bare sqlite3 executemany (anchor)':<34} {anchor_rate:>10,.0f}")
+    print(f"{'Store.record_run':<34} {ours_rate:>10,.0f} {p(ms, 50):>11.2f} {p(ms, 90):>11.2f}")
+    print(f"ratio (record_run / anchor): {ours_rate / anchor_rate:.3f}; fill took {fill_s:,.0f} s")
+
+    print(f"\nbytes per result (anchor: the first {anchor.rows:,} rows)")
+    anchor_per = anchor_size / anchor.rows
+    print(f"{'bare sqlite3, results table + indexes (anchor)':<50} {anchor_per:>8,.0f}")
+    print(f"{'ours, results table + indexes':<50} {tables.get('results', 0) / n:>8,.0f}")
+    print(f"{'ours, whole file (+ readiness, server_load, ...)':<50} {size / n:>8,.0f}")
+    print(f"ratio (whole file / anchor): {size / n / anchor_per:.2f}")
+    biggest = sorted(tables.items(), key=lambda kv: -kv[1])[:3]
+    print(f"database: {mb(size)}; " + ", ".join(f"{k} {mb(v)}" for k, v in biggest))
+    return size
+
+
+def csv_report(store: Store, out: Path) -> None:
+    since = END - 30 * 86400
+    (rows,) = store.db.execute(
+        "select count(*) from results where started_ts >= ?", [since]
+    ).fetchone()
+    seconds = median_s(lambda: report.write_csv(report.health(store.results_since(since)), out), 3)
+    print(f"\n30-day CSV report of one endpoint ({rows:,} results): {seconds:.2f} s (median of 3)")
+
+
+def prune(store: Store, shape: Shape) -> None:
+    print()
+    show(
+        "retention.maintain, first pass over the whole history",
+        drain(store, END + 3600, Retention()),
+    )
+    print(f"  integrity_check: {store.db.execute('PRAGMA integrity_check').fetchone()[0]}")
+    # One more hour of runs, then the passes the daemon makes every hour from now on.
+    rng = random.Random(7)
+    for i in range(int(3600 / EVERY_S)):
+        results, tiers = shape.run(END + i * EVERY_S, rng)
+        load = {"at_ts": END + i * EVERY_S, **shape.load}
+        store.record_run(f"next{i}", results, IDENTITY, tiers, load)
+    hourly = []
+    for hour in range(3):  # rolls up the new hour, then prunes one hour a pass
+        start = time.perf_counter()
+        retention.maintain(store.db, END + (2 + hour) * 3600, Retention())
+        hourly.append(f"{(time.perf_counter() - start) * 1000:.1f}")
+    print(f"  steady state, three hourly passes: {', '.join(hourly)} ms")
+
+
+def endpoint_year(store: Store, size_before: int, n: int) -> None:
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    kept = table_bytes(store)
+    raw_rows = count(store, "results")
+    rollup_rows = count(store, "rollups")
+    raw = sum(kept.get(t, 0) for t in ("results", "readiness", "server_load"))
+    per_raw, per_rollup = raw / raw_rows, kept.get("rollups", 0) / max(rollup_rows, 1)
+    other = sum(kept.values()) - raw - kept.get("rollups", 0)
+    year_raw = RAW_DAYS * 86400 / EVERY_S * PROMPTS_PER_RUN
+    year_rollups = ROLLUP_DAYS * 24 * PROMPTS_PER_RUN
+    model = year_raw * per_raw + year_rollups * per_rollup + other
+    final = retention.size_bytes(store.db)
+    days = n / PROMPTS_PER_RUN * EVERY_S / 86400
+    print(
+        "\nsize per endpoint-year (one run of 5 prompts every 60 s, 14 days raw, 400 days rollups)"
+    )
+    print(
+        f"  kept: {raw_rows:,} results at {per_raw:,.0f} bytes with their readiness and load rows, "
+        f"{rollup_rows:,} rollup rows at {per_rollup:,.0f} bytes"
+    )
+    print(
+        f"  model: {year_raw:,.0f} x {per_raw:,.0f} + {year_rollups:,} x {per_rollup:,.0f} "
+        f"+ {mb(other)} other = {mb(model)}"
+    )
+    note = "" if days >= RAW_DAYS + ROLLUP_DAYS else f" (only {days:,.0f} days of history)"
+    print(
+        f"  measured: {mb(final)}{note}; ratio to the file before retention {final / size_before:.3f}"
+    )
+
+
+def rebuild(store: Store) -> None:
+    """What the one-time VACUUM costs that gives a file made before schema 6 incremental vacuum:
+    maintain() runs it after its first complete pass, when the file is at this size."""
+    size = retention.size_bytes(store.db)
+    start = time.perf_counter()
+    store.db.conn.executescript("VACUUM;")
+    store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # VACUUM wrote the whole file to the WAL
+    print(f"  full VACUUM of this file: {time.perf_counter() - start:.1f} s for {mb(size)}")
+
+
+def lower_raw_days(store: Store) -> None:
+    print()
+    show("lowering raw_days from 14 to 7", drain(store, END + 5 * 3600, Retention(raw_days=7)))
+
+
+def count(store: Store, table: str) -> int:
+    return int(store.db.execute(f"select count(*) from [{table}]").fetchone()[0])
+
+
+if __name__ == "__main__":
+    main()
