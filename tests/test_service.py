@@ -302,10 +302,7 @@ def test_a_credential_fills_a_config_variable_for_check(tmp_path: Path) -> None:
     assert "k3y-from-credential" not in done.stdout + done.stderr
 
 
-def test_make_install_service_stages_a_tree_that_checks_and_verifies(tmp_path: Path) -> None:
-    """`make install-service` into a staging root (DESTDIR): its own venv, the unit, and a
-    starter /etc/mlops-watchdog whose config passes `check` untouched."""
-    root = tmp_path / "root"
+def install_into(root: Path) -> None:
     done = subprocess.run(
         ["make", "install-service", f"DESTDIR={root}", f"PYTHON={sys.executable}"],
         cwd=ROOT,
@@ -314,6 +311,13 @@ def test_make_install_service_stages_a_tree_that_checks_and_verifies(tmp_path: P
         timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_make_install_service_stages_a_tree_that_checks_and_verifies(tmp_path: Path) -> None:
+    """`make install-service` into a staging root (DESTDIR): its own venv, the unit, and a
+    starter /etc/mlops-watchdog whose config passes `check` untouched."""
+    root = tmp_path / "root"
+    install_into(root)
     binary = root / "opt/mlops-watchdog/bin/mlops-watchdog"
     etc = root / "etc/mlops-watchdog"
     assert binary.is_file() and (root / "opt/mlops-watchdog/probes/vllm.yaml").is_file()
@@ -338,12 +342,5 @@ def test_make_install_service_stages_a_tree_that_checks_and_verifies(tmp_path: P
     assert verified.returncode == 0, verified.stderr
     # A second install keeps the operator's edits.
     (etc / "config.yaml").write_text((etc / "config.yaml").read_text() + "# edited\n")
-    again = subprocess.run(
-        ["make", "install-service", f"DESTDIR={root}", f"PYTHON={sys.executable}"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert again.returncode == 0, again.stderr
+    install_into(root)
     assert (etc / "config.yaml").read_text().endswith("# edited\n")

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import AfterValidator, BeforeValidator, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from watchdog.alerting.settings import Alerting, Slo
 from watchdog.baselines import BaselinePolicy
@@ -55,6 +62,13 @@ def _gpu_ref(value: object) -> str | int:
 
 GpuRef = Annotated[str | int, BeforeValidator(_gpu_ref)]
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+
+
+def http_url(value: str | None, key: str | None) -> str | None:
+    """A URL the watchdog will call: http(s) and a host; no trailing slash to join paths to."""
+    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"{key} must start with http:// or https:// and name a host")
+    return value.rstrip("/") if value is not None else None
 
 
 def check_timezone(value: str) -> str:
@@ -145,13 +159,6 @@ class Endpoint(Strict):
             raise ValueError(f"a route starts with /, e.g. /{value}")
         return value
 
-    @field_validator("metrics_url")
-    @classmethod
-    def _metrics_url(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("metrics_url must start with http:// or https:// and name a host")
-        return value
-
     @model_validator(mode="after")
     def _api_needs(self) -> Endpoint:
         if self.api == "http":
@@ -174,12 +181,10 @@ class Endpoint(Strict):
             raise ValueError(f"unknown api {value!r}; supported: {', '.join(APIS)}")
         return value
 
-    @field_validator("base_url")
+    @field_validator("base_url", "metrics_url")
     @classmethod
-    def _url(cls, value: str) -> str:
-        if not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("base_url must start with http:// or https:// and name a host")
-        return value.rstrip("/")
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return http_url(value, info.field_name)
 
 
 class Probe(Strict):
@@ -237,10 +242,8 @@ class TopLevel(Strict):
 
     @field_validator("heartbeat_url")
     @classmethod
-    def _heartbeat(cls, value: str | None) -> str | None:
-        if value is not None and not re.match(r"^https?://[^/\s]+", value):
-            raise ValueError("heartbeat_url must start with http:// or https:// and name a host")
-        return value
+    def _heartbeat(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return http_url(value, info.field_name)
 
 
 def _listen(value: str) -> str:

@@ -399,7 +399,7 @@ class Daemon:
         for job_id in [j for j in self.jobs if self.jobs[j][1] != wanted.get(j, (None, ""))[1]]:
             self.scheduler.remove(job_id)
             del self.jobs[job_id]
-        for job_id, (probe, key) in wanted.items():
+        for n, (job_id, (probe, key)) in enumerate(wanted.items()):
             if job_id in self.jobs:
                 continue
             self.jobs[job_id] = (probe.endpoint, key)
@@ -420,7 +420,7 @@ class Daemon:
                 # First runs 10 ms apart (within the interval), not all at once: a thousand
                 # endpoints starting together would queue behind each other for seconds.
                 spread = min(probe.interval_s, len(wanted) * STAGGER_S)
-                offset = spread * list(wanted).index(job_id) / len(wanted)
+                offset = spread * n / len(wanted)
                 self.scheduler.every(
                     job_id,
                     job,
