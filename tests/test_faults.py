@@ -80,7 +80,7 @@ CASES = [
     Case("bad-utf8", "bad_response", "the event stream is not valid UTF-8"),
     Case("reset-early", "connect", "Connection reset by peer"),
     Case("reset-mid-stream", "stream_truncated", "Connection reset by peer"),
-    Case("not-http", "connect", "Server disconnected without sending a response"),
+    Case("not-http", "connect", "not an HTTP response: Bad status line"),
 ]
 
 

@@ -1,19 +1,147 @@
-"""The one HTTP client every probe, identity read and scrape goes through.
+"""The one HTTP client every probe, identity read and scrape goes through: httpx's client, sending
+through aiohttp's connection pool and C parser.
 
-httpx's own transport, on purpose. httpx over aiohttp's transport (PyPI's httpx-aiohttp) halved
-the daemon's CPU per probe in bench/probe_cost.py, but it reuses keep-alive connections the
-server has already closed. llama-server closes each one after 5 requests, and a POST on such a
-connection failed as `connect` ("Can not write request body"): a false outage. httpcore checks
-an idle connection before it reuses it. Tests may still hand a MockTransport to
-httpx.AsyncClient."""
+Why not httpx's own transport: bench/probe_cost.py measured it at most of the daemon's CPU per
+probe. Why not PyPI's httpx-aiohttp: it maps a dropped connection to ConnectTimeout, so a server
+that hangs up would page as a timeout.
+
+Two things make the pool safe for a watchdog, where a false outage is a page:
+- Idle connections are dropped after 4 s, before the servers' own keep-alive timeouts close them
+  under us (uvicorn, and so vLLM, and llama.cpp's cpp-httplib both close at 5 s).
+- A request that fails on a reused connection before any byte of the answer is sent once more on
+  a fresh one. aiohttp does that itself only for idempotent methods, and a golden prompt is a POST.
+
+Errors come out as httpx's, raised from aiohttp's, so `classify` reads the TLS or DNS cause in
+the chain as it does for httpx. Tests may still hand a MockTransport to httpx.AsyncClient."""
 
 from __future__ import annotations
 
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator
+from types import SimpleNamespace
+from typing import Any
+
+import aiohttp
 import httpx
 
-LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=50)
+MAX_CONNECTIONS = 200
+IDLE_S = 4.0  # below the 5 s keep-alive of uvicorn and cpp-httplib
 
 
 def http_client() -> httpx.AsyncClient:
     # Timeouts are set per request from each endpoint's `timeout_s`.
-    return httpx.AsyncClient(follow_redirects=False, limits=LIMITS)
+    return httpx.AsyncClient(transport=PooledTransport(), follow_redirects=False)
+
+
+async def _mark_reused(
+    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
+) -> None:
+    context.trace_request_ctx["reused"] = True
+
+
+class PooledTransport(httpx.AsyncBaseTransport):
+    def __init__(self) -> None:
+        self._session: aiohttp.ClientSession | None = None
+        self._tls = ssl.create_default_context()
+        self._trace = aiohttp.TraceConfig()
+        self._trace.on_connection_reuseconn.append(_mark_reused)
+        # HTTP(S)_PROXY and NO_PROXY, as httpx reads them, looked up once per host: aiohttp's
+        # own trust_env reads the environment at every request, half the cost of one.
+        self._proxies = urllib.request.getproxies_environment()
+        self._proxy_of: dict[tuple[str, str], str | None] = {}
+
+    def _open(self) -> aiohttp.ClientSession:
+        if self._session is None:  # in the running loop, at first use
+            connector = aiohttp.TCPConnector(
+                limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_S, ssl=self._tls
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                trace_configs=[self._trace],
+                auto_decompress=False,  # httpx decodes, so caps apply to what is decoded
+                skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        session = self._open()
+        timeout = request.extensions.get("timeout", {})
+        body = await request.aread() or None
+        proxy = self._proxy(request.url)
+        for attempt in (1, 2):
+            seen: dict[str, bool] = {}
+            try:
+                response = await session.request(
+                    request.method,
+                    str(request.url),
+                    headers=request.headers.multi_items(),
+                    data=body,
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(
+                        sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
+                    ),
+                    trace_request_ctx=seen,
+                    proxy=proxy,
+                )
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                stale = seen.get("reused") and not isinstance(exc, aiohttp.ClientConnectorError)
+                if attempt == 1 and stale:
+                    continue  # the server closed an idle connection as we reused it
+                raise _as_httpx(exc, request) from exc
+            except (TimeoutError, aiohttp.ClientError) as exc:
+                raise _as_httpx(exc, request) from exc
+            return httpx.Response(
+                status_code=response.status,
+                headers=response.raw_headers,
+                stream=_Body(response, request),
+                request=request,
+                extensions={"reason_phrase": (response.reason or "").encode()},
+            )
+        raise AssertionError("unreachable")
+
+    def _proxy(self, url: httpx.URL) -> str | None:
+        key = (url.scheme, url.host)
+        if key not in self._proxy_of:
+            bypass = not self._proxies or urllib.request.proxy_bypass(url.host)
+            self._proxy_of[key] = None if bypass else self._proxies.get(url.scheme)
+        return self._proxy_of[key]
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response, self._request = response, request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.content.iter_any():
+                yield chunk
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            raise _as_httpx(exc, self._request) from exc
+
+    async def aclose(self) -> None:
+        self._response.release()
+
+
+def _as_httpx(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """The httpx exception for an aiohttp one; the caller chains the original."""
+    kind: Any
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        kind = httpx.ConnectTimeout
+    elif isinstance(exc, TimeoutError):
+        kind = httpx.ReadTimeout
+    elif isinstance(exc, aiohttp.ClientConnectorError):
+        kind = httpx.ConnectError
+    elif isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        kind = httpx.UnsupportedProtocol
+    elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
+        kind = httpx.ReadError
+    elif isinstance(exc, aiohttp.ClientResponseError):  # the parser's, not a status
+        return httpx.RemoteProtocolError(f"not an HTTP response: {exc.message}", request=request)
+    else:
+        kind = httpx.RemoteProtocolError
+    return kind(str(exc) or type(exc).__name__, request=request)
