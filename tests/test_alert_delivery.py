@@ -47,6 +47,7 @@ def make_config(tmp_path: Path, slack: str) -> Config:
     (tmp_path / "config.yaml").write_text(
         f"""
 storage: {{path: w.db, csv_dir: reports}}
+node: gpu-node-07
 alerting:
   failure_threshold: 3
   success_threshold: 2
@@ -122,7 +123,7 @@ async def test_a_long_slack_outage_loses_nothing_and_duplicates_nothing(tmp_path
             slack.down = False
             await rig.minute(12)  # backoff is capped at 10 minutes
             assert [m["text"] for m in slack.accepted] == [
-                "🔴 vllm-a: endpoint unreachable (3 runs in a row)"
+                "🔴 vllm-a on gpu-node-07: endpoint unreachable (3 runs in a row)"
             ]
             assert rig.metric("mlops_watchdog_outbox_pending") == 0
             assert rig.metric("mlops_watchdog_notifications_total", result="sent") == 1
@@ -132,7 +133,7 @@ async def test_a_long_slack_outage_loses_nothing_and_duplicates_nothing(tmp_path
             await rig.minute(3)
             texts = [m["text"] for m in slack.accepted]
             assert len(texts) == 2 and texts[1].startswith(
-                "✅ resolved: vllm-a: endpoint unreachable"
+                "✅ resolved: vllm-a on gpu-node-07: endpoint unreachable"
             )
             assert (
                 rig.metric("mlops_watchdog_alerts_firing", endpoint="vllm-a", kind="unreachable")

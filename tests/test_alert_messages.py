@@ -77,3 +77,11 @@ def test_check_reports_a_broken_template(
     err = capsys.readouterr().err
     assert f"{templates / 'resolved.json.j2'}: 'no_such_fact' is undefined" in err
     assert "1 template problem(s)" in err
+
+
+def test_every_message_names_the_node_and_old_rows_without_one_still_render() -> None:
+    for event in EVENTS:
+        assert "gpu-node-07" in Renderer().render(sample_facts(event))["text"]
+        facts = sample_facts(event)
+        del facts["node"]  # outbox rows written before nodes had names
+        assert " on " not in Renderer().render(facts)["text"]

@@ -87,6 +87,7 @@ def test_restart_mid_incident_and_recovery_while_down(tmp_path: Path) -> None:
             f"""
 storage: {{path: data/w.db, csv_dir: reports, report_every: 1s}}
 listen: "127.0.0.1:{free_port()}"
+node: rack-2-node-5
 alerting:
   failure_threshold: 3
   success_threshold: 2
@@ -120,8 +121,8 @@ probes:
         finally:
             del os.environ["SLACK_WEBHOOK_URL"]
         firing, resolved = (m["text"] for m in slack.accepted)
-        assert firing.startswith("🔴 llm: HTTP errors (3 runs in a row)")
-        assert resolved.startswith("✅ resolved: llm: HTTP errors")
+        assert firing.startswith("🔴 llm on rack-2-node-5: HTTP errors (3 runs in a row)")
+        assert resolved.startswith("✅ resolved: llm on rack-2-node-5: HTTP errors")
 
         text = log.read_text()
         assert "Traceback" not in text and "page sent" in text

@@ -17,7 +17,7 @@ FIXTURES = Path(__file__).resolve().parent / "fixtures" / "config"
 ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
     "top": (
-        "storage, listen, include, endpoints, probes, alerting, gpu, drift, baseline, "
+        "storage, listen, node, include, endpoints, probes, alerting, gpu, drift, baseline, "
         "max_concurrency, retention, heartbeat_url, web_config_file"
     ),
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",

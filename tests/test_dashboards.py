@@ -125,7 +125,7 @@ HISTOGRAMS = {
     "mlops_watchdog_storage_write_seconds",
     "mlops_watchdog_server_ttft_seconds",
 }
-ALWAYS = frozenset({"job", "instance"})
+ALWAYS = frozenset({"job", "node", "instance"})  # node: every series, from the exporter
 ENDPOINT_ROWS = [
     "Health",
     "Serving",
@@ -286,8 +286,10 @@ def test_datasource_variable_is_used_everywhere(board: dict[str, Any]) -> None:
 def test_job_and_instance_variables(board: dict[str, Any]) -> None:
     vs = variables(board)
     assert vs["job"]["query"] == "label_values(mlops_watchdog_build_info, job)"
+    assert vs["node"]["query"] == 'label_values(mlops_watchdog_build_info{job=~"$job"}, node)'
     assert (
-        vs["instance"]["query"] == 'label_values(mlops_watchdog_build_info{job=~"$job"}, instance)'
+        vs["instance"]["query"]
+        == 'label_values(mlops_watchdog_build_info{job=~"$job",node=~"$node"}, instance)'
     )
     for name, v in vs.items():
         if v["type"] == "query":
@@ -321,7 +323,7 @@ def test_queries_follow_the_variables(board: dict[str, Any]) -> None:
     names = variables(board)
     for where, q in queries(board):
         for metric, matchers in selectors(q["expr"]):
-            wanted = {"job", "instance"}
+            wanted = {"job", "node", "instance"}
             if "endpoint" in names and "endpoint" in KNOWN_METRICS.get(metric, ()):
                 wanted.add("endpoint")
             if "gpu" in names and "gpu" in KNOWN_METRICS.get(metric, ()):
@@ -376,13 +378,13 @@ def test_endpoints_dashboard() -> None:
     assert rows == ENDPOINT_ROWS
     endpoint = variables(b)["endpoint"]
     assert endpoint["query"] == (
-        'label_values(mlops_watchdog_probe_success{job=~"$job",instance=~"$instance"}, endpoint)'
+        'label_values(mlops_watchdog_probe_success{job=~"$job",node=~"$node",instance=~"$instance"}, endpoint)'
     )
     (note,) = b["annotations"]["list"]
     assert note["name"] == note["titleFormat"] == "fingerprint changed"
     assert note["expr"] == (
         "changes(mlops_watchdog_fingerprint_change_timestamp_seconds"
-        '{job=~"$job",instance=~"$instance",endpoint=~"$endpoint"}[$__rate_interval]) > 0'
+        '{job=~"$job",node=~"$node",instance=~"$instance",endpoint=~"$endpoint"}[$__rate_interval]) > 0'
     )
     listed = {(row, title) for row, title, _ in panel_queries(b)}
     drift = {m for row, _, expr in panel_queries(b) if row == "Drift" for m in metric_names(expr)}
@@ -400,7 +402,7 @@ def test_endpoints_dashboard() -> None:
 def test_gpu_dashboard() -> None:
     b = load(FOLDER / "mlops-watchdog-gpus.json")
     assert variables(b)["gpu"]["query"] == (
-        'label_values(mlops_watchdog_gpu_info{job=~"$job",instance=~"$instance"}, gpu)'
+        'label_values(mlops_watchdog_gpu_info{job=~"$job",node=~"$node",instance=~"$instance"}, gpu)'
     )
     rows = [p["title"] for p in b["panels"] if p["type"] == "row"]
     assert rows == [

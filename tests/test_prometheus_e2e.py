@@ -44,7 +44,7 @@ def concrete(expr: str) -> str:
     """A panel query with Grafana's variables replaced the way Grafana would for 'All'."""
     for variable, value in SUBSTITUTIONS.items():
         expr = expr.replace(variable, value)
-    return re.sub(r"\$\{?(job|instance|endpoint|gpu|golden_set)(:\w+)?\}?", ".*", expr)
+    return re.sub(r"\$\{?(job|instance|node|endpoint|gpu|golden_set)(:\w+)?\}?", ".*", expr)
 
 
 @pytest.fixture(scope="module")
@@ -58,6 +58,7 @@ def scraped(
         f"""
 storage: {{path: w.db, csv_dir: reports}}
 listen: "{listen}"
+node: e2e-node
 alerting: {{slack: null}}
 endpoints:
   - {{name: smol, api: openai-chat, base_url: "{llama_server.url}", slo: {{ttft_s: 2s, e2e_s: 10s}}}}
@@ -136,3 +137,8 @@ def test_prometheus_scraped_every_metric_the_dashboards_know(scraped: Prometheus
     later |= {"mlops_watchdog_drift_status", "mlops_watchdog_drift_score"}
     missing = KNOWN_METRICS.keys() - later - ours
     assert not missing, f"the dashboards query metrics the daemon does not export: {missing}"
+
+
+def test_every_series_names_the_node_it_came_from(scraped: Prometheus) -> None:
+    assert instant(scraped, 'count({__name__=~"mlops_watchdog_.+", node="e2e-node"}) > 10')
+    assert not instant(scraped, '{__name__=~"mlops_watchdog_.+", node!="e2e-node"}')

@@ -5,6 +5,7 @@ from __future__ import annotations
 import glob
 import os
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -225,6 +226,8 @@ class Probe(Strict):
 class TopLevel(Strict):
     storage: Storage = Storage()
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
+    # Which machine this watchdog speaks for, on every metric and message; the host name if unset.
+    node: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
     include: list[str] = []
     endpoints: list[Any] = []
     probes: list[Any] = []
@@ -277,6 +280,7 @@ class Config:
     heartbeat_url: str | None = None
     web_config_file: str | None = None
     web_config: WebConfig | None = None  # web_config_file, read and checked
+    node: str = field(default_factory=socket.gethostname)
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -420,6 +424,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         top.heartbeat_url,
         top.web_config_file,
         web_config,
+        top.node or socket.gethostname(),
     )
 
 

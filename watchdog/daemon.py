@@ -25,7 +25,7 @@ from watchdog.config import Config, Probe
 from watchdog.detectors import Finding
 from watchdog.drift import Change, Signal
 from watchdog.gpu_metrics import GpuCollector
-from watchdog.metrics import AlertingCollector, ProbeCollector, ProbeMetrics
+from watchdog.metrics import AlertingCollector, NodeLabelled, ProbeCollector, ProbeMetrics
 from watchdog.nvml import Nvml
 from watchdog.probers.gpu import GpuWatch
 from watchdog.report import health, write_csv
@@ -133,7 +133,9 @@ class Daemon:
             on_missed=lambda job: self._missed(job),
         )
         self.store_ok = True
-        self.alerter = Alerter(config.alerting, store.db, can_send=notifier is not None)
+        self.alerter = Alerter(
+            config.alerting, store.db, can_send=notifier is not None, node=config.node
+        )
         self.sender = (
             Sender(store, notifier, Renderer(_templates(config)), clock) if notifier else None
         )
@@ -301,6 +303,7 @@ class Daemon:
             "web_config": (old.web_config, new.web_config),
             "alerting.slack": (old.alerting.slack, new.alerting.slack),
             "gpu": (old.gpu, new.gpu),
+            "node": (old.node, new.node),
         }
         restart = [key for key, (before, after) in fixed.items() if before != after]
         alerting = new.alerting.model_copy(update={"slack": old.alerting.slack})
@@ -312,6 +315,7 @@ class Daemon:
             web_config=old.web_config,
             alerting=alerting,
             gpu=old.gpu,
+            node=old.node,
         )
         self.config = new
         self.runner = Runner(new, self.runner.client, self.clock, self.runner.canary)
@@ -471,7 +475,11 @@ class Daemon:
         listener = None
         if self.config.listen:
             application = web.app(
-                self.registry, self.store, self.endpoints, self.ready, self.clock.now
+                NodeLabelled(self.registry, self.config.node),
+                self.store,
+                self.endpoints,
+                self.ready,
+                self.clock.now,
             )
             web_config = self.config.web_config
             listener = await web.serve(application, self.config.listen, web_config)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import platform
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -457,3 +458,20 @@ class AlertingCollector(Collector):
             "Pages queued in the outbox and not yet delivered.",
             value=float(outbox.pending_count(self.db)),
         )
+
+
+class NodeLabelled(Collector):
+    """A registry as the listener exposes it: every sample gains the watchdog's `node` label, so
+    a fleet's Prometheus (or a federation above it) tells nodes apart without relabelling."""
+
+    def __init__(self, registry: Collector, node: str):
+        self.registry, self.node = registry, node
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self.registry.collect():
+            labelled = copy.copy(family)
+            labelled.samples = [
+                sample._replace(labels={"node": self.node, **sample.labels})
+                for sample in family.samples
+            ]
+            yield labelled

@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import datetime
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 from watchdog import __version__, status
 from watchdog.store import Store
@@ -26,7 +26,7 @@ def parse_listen(value: str) -> tuple[str, int]:
 
 
 def app(
-    registry: CollectorRegistry,
+    registry: Collector,
     store: Store,
     endpoints: dict[str, str],
     ready: Callable[[], dict[str, bool]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import socket
 import urllib.parse
 from dataclasses import asdict
 from datetime import datetime
@@ -24,8 +25,11 @@ log = logging.getLogger("mlops_watchdog.alerting")
 
 
 class Alerter:
-    def __init__(self, settings: Alerting, db: Database, can_send: bool = True):
+    def __init__(
+        self, settings: Alerting, db: Database, can_send: bool = True, node: str | None = None
+    ):
         self.db = db
+        self.node = node or socket.gethostname()
         self.can_send = can_send
         self.configure(settings)
 
@@ -85,6 +89,7 @@ class Alerter:
             quiet = "no notifier configured (alerting.slack)"
         facts = {
             "event": "change",
+            "node": self.node,
             "incident": f"{change.endpoint}:change:{change.after}",
             "endpoint": change.endpoint,
             "kind": "change",
@@ -150,6 +155,7 @@ class Alerter:
         slo = endpoint.slo if endpoint is not None else Slo()
         return {
             "event": event.name,
+            "node": self.node,
             "incident": incident_state.incident,
             "endpoint": subject,
             "scope": "gpu" if KINDS[kind].gpu else "endpoint",

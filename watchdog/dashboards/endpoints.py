@@ -31,11 +31,11 @@ def ep(metric: str) -> str:
 
 def latency(title: str, histogram: str, slo: str = "", description: str = "") -> Panel:
     queries = [
-        (quantile(0.5, histogram, "endpoint", by="endpoint"), "{{endpoint}} p50"),
-        (quantile(0.95, histogram, "endpoint", by="endpoint"), "{{endpoint}} p95"),
+        (quantile(0.5, histogram, "endpoint", by="node, endpoint"), "{{node}}/{{endpoint}} p50"),
+        (quantile(0.95, histogram, "endpoint", by="node, endpoint"), "{{node}}/{{endpoint}} p95"),
     ]
     if slo:
-        queries.append((f"max by (endpoint) ({ep(slo)})", "{{endpoint}} SLO"))
+        queries.append((f"max by (node, endpoint) ({ep(slo)})", "{{node}}/{{endpoint}} SLO"))
     dashed = ["C"] if slo else []
     return graph(title, "s", *queries, dashed=dashed, description=description)
 
@@ -45,7 +45,10 @@ def health() -> list[Panel]:
         timeline(
             "Probe success",
             "bool",
-            (f"min by (endpoint) ({ep('mlops_watchdog_probe_success')})", "{{endpoint}}"),
+            (
+                f"min by (node, endpoint) ({ep('mlops_watchdog_probe_success')})",
+                "{{node}}/{{endpoint}}",
+            ),
             states=OK_STATES,
             span=12,
             description="Failing when any prompt of the endpoint failed its last probe.",
@@ -53,7 +56,10 @@ def health() -> list[Panel]:
         single(
             "Alerts firing",
             "none",
-            (f"sum by (endpoint) ({ep('mlops_watchdog_alerts_firing')})", "{{endpoint}}"),
+            (
+                f"sum by (node, endpoint) ({ep('mlops_watchdog_alerts_firing')})",
+                "{{node}}/{{endpoint}}",
+            ),
             span=4,
             steps=[(None, "green"), (1, "red")],
             description="Alert kinds firing per endpoint; the Slack page says which.",
@@ -62,9 +68,9 @@ def health() -> list[Panel]:
             "Probe results",
             "reqps",
             (
-                "sum by (endpoint, result) "
+                "sum by (node, endpoint, result) "
                 f"({over_interval('rate', ep('mlops_watchdog_probes_total'))})",
-                "{{endpoint}} {{result}}",
+                "{{node}}/{{endpoint}} {{result}}",
             ),
             span=8,
             description="Probes per second by result: ok, check_failed or error.",
@@ -78,8 +84,8 @@ def serving() -> list[Panel]:
             "Liveness, readiness, completion",
             "bool",
             (
-                f"min by (endpoint, tier) ({ep('mlops_watchdog_tier_success')})",
-                "{{endpoint}} {{tier}}",
+                f"min by (node, endpoint, tier) ({ep('mlops_watchdog_tier_success')})",
+                "{{node}}/{{endpoint}} {{tier}}",
             ),
             states=OK_STATES,
             span=12,
@@ -92,12 +98,12 @@ def serving() -> list[Panel]:
             "Engine queue",
             "none",
             (
-                f"sum by (endpoint) ({ep('mlops_watchdog_server_requests_waiting')})",
-                "{{endpoint}} waiting",
+                f"sum by (node, endpoint) ({ep('mlops_watchdog_server_requests_waiting')})",
+                "{{node}}/{{endpoint}} waiting",
             ),
             (
-                f"sum by (endpoint) ({ep('mlops_watchdog_server_requests_running')})",
-                "{{endpoint}} running",
+                f"sum by (node, endpoint) ({ep('mlops_watchdog_server_requests_running')})",
+                "{{node}}/{{endpoint}} running",
             ),
             description=(
                 "Requests queued and running in the engine, from its own /metrics at each probe: "
@@ -107,19 +113,19 @@ def serving() -> list[Panel]:
         graph(
             "Engine throughput",
             "suffix: tok/s",
-            (ep("mlops_watchdog_server_generation_tokens_per_second"), "{{endpoint}}"),
+            (ep("mlops_watchdog_server_generation_tokens_per_second"), "{{node}}/{{endpoint}}"),
             description="Generation speed the engine reports (llama.cpp, SGLang, vLLM V0).",
         ),
         graph(
             "Health check duration",
             "s",
-            (ep("mlops_watchdog_tier_duration_seconds"), "{{endpoint}} {{tier}}"),
+            (ep("mlops_watchdog_tier_duration_seconds"), "{{node}}/{{endpoint}} {{tier}}"),
             description="How long the health and models routes and the first answer took, last run.",
         ),
         timeline(
             "Engine metrics read",
             "bool",
-            (ep("mlops_watchdog_server_metrics_up"), "{{endpoint}}"),
+            (ep("mlops_watchdog_server_metrics_up"), "{{node}}/{{endpoint}}"),
             states=OK_STATES,
             description="Failing when the engine's /metrics could not be read (set server_metrics: false if it has none).",
         ),
@@ -132,7 +138,7 @@ def engine() -> list[Panel]:
         graph(
             "Engine KV-cache usage",
             "percentunit",
-            (ep("mlops_watchdog_server_kv_cache_usage_ratio"), "{{endpoint}}"),
+            (ep("mlops_watchdog_server_kv_cache_usage_ratio"), "{{node}}/{{endpoint}}"),
             ratio=True,
             description="Near 1, new requests wait or get preempted: slow because full.",
         ),
@@ -144,7 +150,7 @@ def engine() -> list[Panel]:
         single(
             "Engine uptime",
             "s",
-            (f"time() - {ep('mlops_watchdog_server_start_time_seconds')}", "{{endpoint}}"),
+            (f"time() - {ep('mlops_watchdog_server_start_time_seconds')}", "{{node}}/{{endpoint}}"),
             description="Since the engine's process started; a restart resets it.",
         ),
     ]
@@ -182,38 +188,41 @@ def quality() -> list[Panel]:
         graph(
             "Format accuracy",
             "percentunit",
-            (ep("mlops_watchdog_format_accuracy_ratio"), "{{endpoint}} {{golden_set}}"),
+            (ep("mlops_watchdog_format_accuracy_ratio"), "{{node}}/{{endpoint}} {{golden_set}}"),
             ratio=True,
             description="Share of answered prompts whose checks all passed, per golden set.",
         ),
         graph(
             "Check pass ratio per prompt",
             "percentunit",
-            (ep("mlops_watchdog_check_pass_ratio"), "{{endpoint}} {{prompt_id}}"),
+            (ep("mlops_watchdog_check_pass_ratio"), "{{node}}/{{endpoint}} {{prompt_id}}"),
             ratio=True,
         ),
         graph(
             "Probe errors by class",
             "reqps",
             (
-                "sum by (endpoint, class) "
+                "sum by (node, endpoint, class) "
                 f"({over_interval('rate', ep('mlops_watchdog_probe_errors_total'))})",
-                "{{endpoint}} {{class}}",
+                "{{node}}/{{endpoint}} {{class}}",
             ),
         ),
         graph(
             "Canary leaks",
             "none",
             (
-                f"sum by (endpoint) ({over_interval('increase', ep('mlops_watchdog_canary_leaks_total'))})",
-                "{{endpoint}}",
+                f"sum by (node, endpoint) ({over_interval('increase', ep('mlops_watchdog_canary_leaks_total'))})",
+                "{{node}}/{{endpoint}}",
             ),
             description="Answers that gave away the system prompt's canary (golden_sets/injection.yaml).",
         ),
         graph(
             "Output tokens per second",
             "suffix: tok/s",
-            (ep("mlops_watchdog_probe_output_tokens_per_second"), "{{endpoint}} {{prompt_id}}"),
+            (
+                ep("mlops_watchdog_probe_output_tokens_per_second"),
+                "{{node}}/{{endpoint}} {{prompt_id}}",
+            ),
             description="Decode speed of the last answer to each prompt.",
         ),
     ]
@@ -226,6 +235,7 @@ def fingerprints() -> list[Panel]:
             "none",
             (ep("mlops_watchdog_fingerprint_info"), ""),
             columns={
+                "node": "Node",
                 "endpoint": "Endpoint",
                 "model": "Model",
                 "fingerprint": "Fingerprint",
@@ -243,14 +253,17 @@ def watchdog_itself() -> list[Panel]:
         single(
             "Database size",
             "bytes",
-            (plain("mlops_watchdog_database_size_bytes"), "{{instance}}"),
+            (plain("mlops_watchdog_database_size_bytes"), "{{node}} ({{instance}})"),
             span=8,
             description="SQLite with its WAL; retention keeps it bounded (retention.max_db_bytes warns).",
         ),
         single(
             "Last cycle age",
             "s",
-            (f"time() - {plain('mlops_watchdog_last_cycle_timestamp_seconds')}", "{{instance}}"),
+            (
+                f"time() - {plain('mlops_watchdog_last_cycle_timestamp_seconds')}",
+                "{{node}} ({{instance}})",
+            ),
             span=8,
             steps=[(None, "green"), (300, "orange"), (900, "red")],
             description="Time since a probe run last finished; compare with the shortest `every`.",
@@ -259,8 +272,8 @@ def watchdog_itself() -> list[Panel]:
             "Scheduler lateness p95",
             "s",
             (
-                quantile(0.95, "mlops_watchdog_scheduler_lateness_seconds", by="instance"),
-                "{{instance}}",
+                quantile(0.95, "mlops_watchdog_scheduler_lateness_seconds", by="node, instance"),
+                "{{node}} ({{instance}})",
             ),
             span=8,
         ),
@@ -269,7 +282,7 @@ def watchdog_itself() -> list[Panel]:
             "ops",
             (
                 over_interval("rate", ep("mlops_watchdog_scheduler_missed_runs_total")),
-                "{{instance}} {{endpoint}}",
+                "{{node}}/{{endpoint}} ({{instance}})",
             ),
             span=8,
             description="Runs skipped: misfired, or the previous run still going.",
@@ -277,13 +290,16 @@ def watchdog_itself() -> list[Panel]:
         graph(
             "Storage write time p95",
             "s",
-            (quantile(0.95, "mlops_watchdog_storage_write_seconds", by="instance"), "{{instance}}"),
+            (
+                quantile(0.95, "mlops_watchdog_storage_write_seconds", by="node, instance"),
+                "{{node}} ({{instance}})",
+            ),
             span=8,
         ),
         graph(
             "Outbox pending",
             "short",
-            (plain("mlops_watchdog_outbox_pending"), "{{instance}}"),
+            (plain("mlops_watchdog_outbox_pending"), "{{node}} ({{instance}})"),
             span=8,
             description="Pages queued and not yet delivered.",
         ),
@@ -291,9 +307,9 @@ def watchdog_itself() -> list[Panel]:
             "Notifications by result",
             "ops",
             (
-                "sum by (instance, result) "
+                "sum by (node, instance, result) "
                 f"({over_interval('rate', plain('mlops_watchdog_notifications_total'))})",
-                "{{instance}} {{result}}",
+                "{{node}} ({{instance}}) {{result}}",
             ),
             span=8,
         ),
@@ -306,14 +322,14 @@ def gpu() -> list[Panel]:
         graph(
             "Energy per token",
             "joule",
-            (ep("mlops_watchdog_probe_energy_per_token_joules"), "{{endpoint}}"),
+            (ep("mlops_watchdog_probe_energy_per_token_joules"), "{{node}}/{{endpoint}}"),
             span=8,
             description="Energy of the endpoint's GPUs over its last probe run, per output token.",
         ),
         graph(
             "Cost per 1k tokens",
             "suffix: /1k tok",
-            (ep("mlops_watchdog_probe_cost_per_1k_tokens"), "{{endpoint}} {{currency}}"),
+            (ep("mlops_watchdog_probe_cost_per_1k_tokens"), "{{node}}/{{endpoint}} {{currency}}"),
             span=8,
             description="The energy per token at gpu.price_per_kwh; empty without a price.",
         ),
@@ -321,8 +337,8 @@ def gpu() -> list[Panel]:
             "GPU idle while serving",
             "bool",
             (
-                f"max by (endpoint, gpu) ({ep('mlops_watchdog_gpu_idle_while_serving')})",
-                "{{endpoint}} on {{gpu}}",
+                f"max by (node, endpoint, gpu) ({ep('mlops_watchdog_gpu_idle_while_serving')})",
+                "{{node}}/{{endpoint}} on {{gpu}}",
             ),
             states={0: ("working", "green"), 1: ("idle", "red")},
             span=8,
@@ -332,7 +348,7 @@ def gpu() -> list[Panel]:
 
 
 def drift() -> list[Panel]:
-    legend = "{{endpoint}} {{golden_set}} {{signal}}"
+    legend = "{{node}}/{{endpoint}} {{golden_set}} {{signal}}"
     return [
         graph("Drift status", "none", (ep("mlops_watchdog_drift_status"), legend)),
         graph("Drift score", "none", (ep("mlops_watchdog_drift_score"), legend)),
@@ -350,7 +366,7 @@ def render() -> dict[str, Any]:
             query_variable(
                 "endpoint",
                 "Endpoint",
-                'label_values(mlops_watchdog_probe_success{job=~"$job",instance=~"$instance"}, endpoint)',
+                'label_values(mlops_watchdog_probe_success{job=~"$job",node=~"$node",instance=~"$instance"}, endpoint)',
             ),
         ],
         [
@@ -369,6 +385,10 @@ def render() -> dict[str, Any]:
     # The SDK's AnnotationQuery has no Prometheus fields; without titleFormat each mark would be
     # titled with the raw series.
     board["annotations"]["list"][0].update(
-        {"titleFormat": "fingerprint changed", "textFormat": "{{endpoint}}", "tagKeys": "endpoint"}
+        {
+            "titleFormat": "fingerprint changed",
+            "textFormat": "{{node}}/{{endpoint}}",
+            "tagKeys": "endpoint",
+        }
     )
     return board

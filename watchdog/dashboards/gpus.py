@@ -36,7 +36,10 @@ def overview() -> list[Panel]:
         single(
             "Telemetry",
             "bool",
-            (f"max by (instance) ({selector('mlops_watchdog_gpu_telemetry_up')})", "{{instance}}"),
+            (
+                f"max by (node, instance) ({selector('mlops_watchdog_gpu_telemetry_up')})",
+                "{{node}} ({{instance}})",
+            ),
             span=4,
             height=6,
             states={0: ("down", "red"), 1: ("up", "green")},
@@ -45,7 +48,10 @@ def overview() -> list[Panel]:
         single(
             "GPUs",
             "none",
-            (f"max by (instance) ({selector('mlops_watchdog_gpus')})", "{{instance}}"),
+            (
+                f"max by (node, instance) ({selector('mlops_watchdog_gpus')})",
+                "{{node}} ({{instance}})",
+            ),
             span=4,
             height=6,
             description="GPUs that NVML lists now. Fewer than yesterday raises GpuMissing.",
@@ -53,7 +59,10 @@ def overview() -> list[Panel]:
         graph(
             "NVML sampling time p95",
             "s",
-            (quantile(0.95, "mlops_watchdog_gpu_sampling_seconds", by="instance"), "{{instance}}"),
+            (
+                quantile(0.95, "mlops_watchdog_gpu_sampling_seconds", by="node, instance"),
+                "{{node}} ({{instance}})",
+            ),
             span=16,
             height=6,
             description="Time to read every GPU once; near the sampling interval, samples are late.",
@@ -294,8 +303,8 @@ def detectors() -> list[Panel]:
             "Idle while serving",
             "bool",
             (
-                f"max by (endpoint, gpu) ({gpu('mlops_watchdog_gpu_idle_while_serving')})",
-                "{{endpoint}} on {{gpu}}",
+                f"max by (node, endpoint, gpu) ({gpu('mlops_watchdog_gpu_idle_while_serving')})",
+                "{{node}}/{{endpoint}} on {{gpu}}",
             ),
             states={0: ("working", "green"), 1: ("idle", "red")},
             span=8,
@@ -314,7 +323,7 @@ def render() -> dict[str, Any]:
             query_variable(
                 "gpu",
                 "GPU",
-                'label_values(mlops_watchdog_gpu_info{job=~"$job",instance=~"$instance"}, gpu)',
+                'label_values(mlops_watchdog_gpu_info{job=~"$job",node=~"$node",instance=~"$instance"}, gpu)',
             ),
         ],
         [

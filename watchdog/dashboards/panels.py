@@ -44,8 +44,9 @@ Panel = timeseries.Panel | stat.Panel | statetimeline.Panel | table.Panel
 
 
 def selector(metric: str, *labels: str) -> str:
-    """`metric{job=~"$job",instance=~"$instance",...}`: each label follows its variable."""
-    matchers = ",".join(f'{label}=~"${label}"' for label in ("job", "instance", *labels))
+    """`metric{job=~"$job",node=~"$node",instance=~"$instance",...}`: each label follows its
+    variable."""
+    matchers = ",".join(f'{label}=~"${label}"' for label in ("job", "node", "instance", *labels))
     return f"{metric}{{{matchers}}}"
 
 
@@ -79,8 +80,14 @@ def base_variables() -> list[Builder[VariableModel]]:
     return [
         dash.DatasourceVariable("datasource").label("Data source").type("prometheus"),
         query_variable("job", "Job", "label_values(mlops_watchdog_build_info, job)"),
+        # The machine a watchdog speaks for (`node:` in its config), then the watchdog itself.
         query_variable(
-            "instance", "Instance", 'label_values(mlops_watchdog_build_info{job=~"$job"}, instance)'
+            "node", "Node", 'label_values(mlops_watchdog_build_info{job=~"$job"}, node)'
+        ),
+        query_variable(
+            "instance",
+            "Instance",
+            'label_values(mlops_watchdog_build_info{job=~"$job",node=~"$node"}, instance)',
         ),
     ]
 
