@@ -156,6 +156,7 @@ class FakeSlack:
             message = {
                 "text": body.get("text"),
                 "blocks": _maybe_json(body.get("blocks")),
+                "attachments": _maybe_json(body.get("attachments")),  # Alertmanager's
                 "thread_ts": body.get("thread_ts"),
                 "channel": channel,
                 "metadata": _maybe_json(body.get("metadata")),

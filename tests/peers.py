@@ -11,6 +11,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -105,21 +106,33 @@ class Prometheus:
 
 
 def start_prometheus(
-    folder: Path, targets: list[str], rule_files: tuple[Path, ...] = (), interval: str = "1s"
+    folder: Path,
+    targets: list[str] | list[dict[str, Any]],
+    rule_files: tuple[Path, ...] = (),
+    interval: str = "1s",
+    alertmanagers: tuple[str, ...] = (),
 ) -> Prometheus:
-    """Debian's prometheus on a free loopback port, scraping `targets` as job mlops-watchdog."""
+    """Debian's prometheus on a free loopback port, scraping `targets` as job mlops-watchdog:
+    HOST:PORT strings, or static_configs entries (`{"targets": [...], "labels": {...}}`). With
+    `alertmanagers`, it sends its alerts to them at once, as an HA pair wants."""
     binary = shutil.which("prometheus")
     if binary is None:
         raise PeerMissing("prometheus is not installed (apt-get install prometheus)")
     port = free_port()
     config = folder / "prometheus.yml"
-    settings = {
+    static = [t if isinstance(t, dict) else {"targets": [t]} for t in targets]
+    settings: dict[str, Any] = {
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(r) for r in rule_files],
+        # honor_labels: the exporter's `node` wins over a target label of the same name.
         "scrape_configs": [
-            {"job_name": "mlops-watchdog", "static_configs": [{"targets": targets}]}
+            {"job_name": "mlops-watchdog", "honor_labels": True, "static_configs": static}
         ],
     }
+    if alertmanagers:
+        settings["alerting"] = {
+            "alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]
+        }
     config.write_text(json.dumps(settings))  # JSON is YAML
     log = folder / "prometheus.log"
     out = log.open("wb")
@@ -128,24 +141,99 @@ def start_prometheus(
         f"--config.file={config}",
         f"--storage.tsdb.path={folder / 'data'}",
         f"--web.listen-address=127.0.0.1:{port}",
+        "--rules.alert.resend-delay=1s",
     ]
     process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
     out.close()
     url = f"http://127.0.0.1:{port}"
+    wait_ready(process, url + "/-/ready", log)
+    return Prometheus(url, process, log)
+
+
+def wait_ready(process: subprocess.Popen[bytes], url: str, log: Path) -> None:
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(
-                f"prometheus exited with {process.returncode}: {log.read_text()[-2000:]}"
-            )
+            raise RuntimeError(f"{url} exited with {process.returncode}: {log.read_text()[-2000:]}")
         try:
-            if httpx.get(url + "/-/ready", timeout=2).status_code == 200:
-                return Prometheus(url, process, log)
+            if httpx.get(url, timeout=2).status_code == 200:
+                return
         except httpx.HTTPError:
             pass
         time.sleep(0.2)  # waiting for an external server to start
     process.kill()
-    raise RuntimeError(f"prometheus not ready: {log.read_text()[-2000:]}")
+    raise RuntimeError(f"{url} not ready: {log.read_text()[-2000:]}")
+
+
+@dataclass
+class Alertmanager:
+    url: str
+    cluster: str  # host:port of its gossip listener
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def alertmanager_binary() -> str:
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if binary is None:
+        raise PeerMissing("alertmanager is not installed (apt-get install prometheus-alertmanager)")
+    return binary
+
+
+ROOT = Path(__file__).resolve().parent.parent
+ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager" / "alertmanager.example.yml"
+
+
+def alertmanager_config(folder: Path, webhook_url: str, **route: object) -> Path:
+    """The shipped example (alerts/alertmanager) with its template from this tree, Slack at
+    `webhook_url`, and the route's timings as the test says (group_wait="1s", ...)."""
+    import yaml
+
+    (folder / "slack_webhook_url").write_text(webhook_url + "\n")
+    config = yaml.safe_load(ALERTMANAGER_EXAMPLE.read_text())
+    config["templates"] = [str(ALERTMANAGER_EXAMPLE.parent / "mlops-watchdog.tmpl")]
+    config["route"].update(route)
+    for receiver in config["receivers"]:
+        for slack in receiver.get("slack_configs", []):
+            slack["api_url_file"] = str(folder / "slack_webhook_url")
+    path = folder / "alertmanager.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def start_alertmanagers(folder: Path, config: Path, count: int = 2) -> list[Alertmanager]:
+    """`count` of Debian's alertmanager on loopback, clustered: each gossips with the others, so
+    that one notification goes out per group however many of them get the alert. The second
+    waits `peer-timeout` (2 s) for the first one's record before it would send."""
+    binary = alertmanager_binary()
+    ports = [(free_port(), free_port()) for _ in range(count)]
+    started = []
+    for i, (web, gossip) in enumerate(ports):
+        home = folder / f"am{i}"
+        home.mkdir()
+        log = home / "alertmanager.log"
+        out = log.open("wb")
+        peers = [f"--cluster.peer=127.0.0.1:{g}" for j, (_, g) in enumerate(ports) if j != i]
+        args = [
+            binary,
+            f"--config.file={config}",
+            f"--storage.path={home}",
+            f"--web.listen-address=127.0.0.1:{web}",
+            f"--cluster.listen-address=127.0.0.1:{gossip}",
+            f"--cluster.advertise-address=127.0.0.1:{gossip}",
+            *peers,
+            "--cluster.peer-timeout=2s",
+            "--cluster.gossip-interval=100ms",
+            "--cluster.pushpull-interval=2s",
+            "--cluster.settle-timeout=2s",
+            "--cluster.reconnect-interval=1s",
+        ]
+        process = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+        started.append(Alertmanager(f"http://127.0.0.1:{web}", f"127.0.0.1:{gossip}", process, log))
+    for am in started:
+        wait_ready(am.process, am.url + "/-/ready", am.log)
+    return started
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

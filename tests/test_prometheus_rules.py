@@ -15,7 +15,12 @@ import pytest
 import yaml
 
 from tests.conftest import need
-from tests.peers import free_port
+from tests.peers import (
+    PeerMissing,
+    alertmanager_config,
+    start_alertmanagers,
+    stop_process,
+)
 from tests.test_dashboards import HISTOGRAMS, KNOWN_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -125,46 +130,17 @@ def test_alertmanager_example_is_valid() -> None:
 @pytest.fixture
 def alertmanager(tmp_path: Path) -> Iterator[str]:
     """The example config in a real Alertmanager on a free loopback port; Slack unreachable."""
-    binary = tool("prometheus-alertmanager", "prometheus-alertmanager", "alertmanager")
-    webhook = tmp_path / "slack_webhook_url"
-    webhook.write_text("http://127.0.0.1:9/never-slack\n")
-    config = tmp_path / "alertmanager.yml"
-    text = ALERTMANAGER_EXAMPLE.read_text()
-    config.write_text(text.replace("/etc/alertmanager/slack_webhook_url", str(webhook)))
-    port = free_port()
-    log = tmp_path / "alertmanager.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.path={tmp_path / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-                "--cluster.listen-address=",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, log.read_text()[-2000:]
-            try:
-                if httpx.get(url + "/-/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "alertmanager not ready: " + log.read_text()[-2000:]
-            time.sleep(0.1)  # waiting for an external server to start, not for our code
-        yield url
+        [am] = start_alertmanagers(
+            tmp_path, alertmanager_config(tmp_path, "http://127.0.0.1:9/never-slack"), count=1
+        )
+    except PeerMissing as exc:
+        need(str(exc))
+        raise
+    try:
+        yield am.url
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(am.process)
 
 
 def test_watchdog_down_inhibits_endpoint_alerts_of_its_instance(alertmanager: str) -> None:
@@ -297,7 +273,7 @@ def test_unit_tests_fire_every_rule() -> None:
 def test_alertmanager_example_groups_repeats_and_inhibits() -> None:
     config = load(ALERTMANAGER_EXAMPLE)
     route = config["route"]
-    assert route["group_by"] == ["alertname", "endpoint", "instance"]
+    assert route["group_by"] == ["alertname", "node", "instance", "endpoint", "gpu"]
     assert route["repeat_interval"] == "4h"
     [slack] = [s for r in config["receivers"] for s in r.get("slack_configs", [])]
     assert slack["api_url_file"] == "/etc/alertmanager/slack_webhook_url"

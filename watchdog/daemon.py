@@ -18,6 +18,7 @@ from sqlite_utils import Database
 from watchdog import baselines, changes, retention, web
 from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
+from watchdog.alerting.notifiers.alertmanager import AlertmanagerPusher
 from watchdog.alerting.sender import Notifier, Sender
 from watchdog.clock import Clock
 from watchdog.cold import ColdStarts
@@ -139,6 +140,13 @@ class Daemon:
         self.sender = (
             Sender(store, notifier, Renderer(_templates(config)), clock) if notifier else None
         )
+        pushes = config.alerting.alertmanager and config.alerting.route != "slack"
+        self.pusher = (
+            AlertmanagerPusher(config.alerting, store.db, client, clock, config.node)
+            if pushes
+            else None
+        )
+        self.pushing: set[asyncio.Task[None]] = set()
         self.registry = registry or CollectorRegistry()
         for row in store.db.query(
             "select endpoint, fingerprint, first_seen from fingerprints f where last_seen = "
@@ -159,6 +167,7 @@ class Daemon:
                 store.db,
                 lambda: list(config.endpoints),
                 lambda: self.sender.results if self.sender else {},
+                lambda: self.pusher.results if self.pusher else None,
             )
         )
 
@@ -181,8 +190,8 @@ class Daemon:
                     self.gpu.finish(meter, run.results, run.run_id, now.timestamp())
                 queued += self.alerter.observe(endpoint, run.results, now, run.tiers)
                 queued += self._drift(endpoint.name, probe.golden_set, run, now, probe.interval_s)
-            if queued and self.sender:
-                self.sender.wake.set()
+            if queued:
+                self._page_soon()
         except StoreError as exc:
             self.store_ok = False
             log.error("results of %s/%s not stored: %s", probe.endpoint, probe.golden_set, exc)
@@ -194,6 +203,15 @@ class Daemon:
         self._log_load(probe.endpoint, run)
         log.info("%s", summary(probe, run))
         return run
+
+    def _page_soon(self) -> None:
+        """New pages: the Slack sender wakes, and Alertmanager hears now, not at the next resend."""
+        if self.sender:
+            self.sender.wake.set()
+        if self.pusher:
+            task = asyncio.create_task(self.pusher.push())
+            self.pushing.add(task)
+            task.add_done_callback(self.pushing.discard)
 
     def _log_load(self, endpoint: str, run: Run) -> None:
         """Once when the engine's metrics stop being readable, once when they are back: not at
@@ -254,8 +272,8 @@ class Daemon:
                     queued += self.alerter.observe_findings(
                         kind, findings, now, self.config.endpoints
                     )
-            if queued and self.sender:
-                self.sender.wake.set()
+            if queued:
+                self._page_soon()
         except StoreError as exc:
             self.store_ok = False
             log.error("GPU sample not stored: %s", exc)
@@ -302,11 +320,19 @@ class Daemon:
             "web_config_file": (old.web_config_file, new.web_config_file),
             "web_config": (old.web_config, new.web_config),
             "alerting.slack": (old.alerting.slack, new.alerting.slack),
+            "alerting.route": (old.alerting.route, new.alerting.route),
+            "alerting.alertmanager": (old.alerting.alertmanager, new.alerting.alertmanager),
             "gpu": (old.gpu, new.gpu),
             "node": (old.node, new.node),
         }
         restart = [key for key, (before, after) in fixed.items() if before != after]
-        alerting = new.alerting.model_copy(update={"slack": old.alerting.slack})
+        alerting = new.alerting.model_copy(
+            update={
+                "slack": old.alerting.slack,
+                "route": old.alerting.route,
+                "alertmanager": old.alerting.alertmanager,
+            }
+        )
         new = replace(
             new,
             storage=old.storage,
@@ -459,6 +485,9 @@ class Daemon:
         )
         every = self.notify.watchdog_s / 3 if self.notify.watchdog_s else SELF_CHECK_S
         self.scheduler.every("self-check", self.self_check, every, start=now)
+        if self.pusher:
+            resend = self.pusher.push_settings.resend_every
+            self.scheduler.every("alertmanager-push", self.pusher.push, resend, start=now)
 
         async def report() -> None:
             self._refresh_report()

@@ -420,10 +420,12 @@ class AlertingCollector(Collector):
         db: Database,
         endpoints: Callable[[], list[str]],
         notifications: Callable[[], Mapping[str, int]],
+        pushes: Callable[[], Mapping[str, int] | None] = lambda: None,
     ):
         self.db = db
         self.endpoints = endpoints
         self.notifications = notifications
+        self.pushes = pushes
 
     def collect(self) -> Iterator[Metric]:
         now_firing = {
@@ -458,6 +460,14 @@ class AlertingCollector(Collector):
             "Pages queued in the outbox and not yet delivered.",
             value=float(outbox.pending_count(self.db)),
         )
+        pushes = self.pushes()
+        if pushes is not None:  # only with alerting.alertmanager
+            yield _counter(
+                "alertmanager_pushes",
+                "Pushes of the daemon's alerts to each Alertmanager, by result (ok or failed).",
+                ["result"],
+                {(r,): pushes.get(r, 0) for r in ("ok", "failed")},
+            )
 
 
 class NodeLabelled(Collector):

@@ -30,6 +30,11 @@ class Alerter:
     ):
         self.db = db
         self.node = node or socket.gethostname()
+        self.no_sender = (
+            "left to Alertmanager (alerting.route)"
+            if settings.route == "alertmanager"
+            else "no notifier configured (alerting.slack)"
+        )
         self.can_send = can_send
         self.configure(settings)
 
@@ -86,7 +91,7 @@ class Alerter:
             change.endpoint, "", now, silences.active(self.db, now), self.settings.maintenance
         )
         if quiet is None and not self.can_send:
-            quiet = "no notifier configured (alerting.slack)"
+            quiet = self.no_sender
         facts = {
             "event": "change",
             "node": self.node,
@@ -120,7 +125,7 @@ class Alerter:
                 subject, kind, now, quiet_silences, self.settings.maintenance
             )
             if quiet is None and not self.can_send:
-                quiet = "no notifier configured (alerting.slack)"
+                quiet = self.no_sender
             after, events = step(
                 before, observation, now, self.policy, quiet is not None, f"{subject}:{kind}"
             )

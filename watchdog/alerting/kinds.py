@@ -17,6 +17,8 @@ class Kind:
     severity: str
     error_classes: frozenset[str] = frozenset()
     source: str = "probe"  # what observes it: probe results, the GPU detectors, or drift
+    # Its name in Alertmanager: the shipped Prometheus rule's where one means the same.
+    alertname: str = ""
 
     @property
     def gpu(self) -> bool:
@@ -24,29 +26,59 @@ class Kind:
 
 
 KINDS: dict[str, Kind] = {
-    "unreachable": Kind("endpoint unreachable", "critical", frozenset({"connect", "dns", "tls"})),
-    "timeout": Kind("requests time out", "critical", frozenset({"timeout"})),
-    "http_error": Kind("HTTP errors", "critical", frozenset({"rate_limited", "http_status"})),
+    "unreachable": Kind(
+        "endpoint unreachable",
+        "critical",
+        frozenset({"connect", "dns", "tls"}),
+        alertname="EndpointDown",
+    ),
+    "timeout": Kind(
+        "requests time out", "critical", frozenset({"timeout"}), alertname="EndpointTimeout"
+    ),
+    "http_error": Kind(
+        "HTTP errors",
+        "critical",
+        frozenset({"rate_limited", "http_status"}),
+        alertname="EndpointHTTPErrors",
+    ),
     "bad_response": Kind(
         "broken responses",
         "warning",
         frozenset({"bad_response", "stream_truncated", "empty_output", "too_large"}),
+        alertname="EndpointBadResponses",
     ),
-    "format": Kind("format checks failing", "warning", frozenset({"check_failed"})),
-    "latency_slo": Kind("latency above its SLO", "warning"),
+    "format": Kind(
+        "format checks failing",
+        "warning",
+        frozenset({"check_failed"}),
+        alertname="FormatAccuracyLow",
+    ),
+    "latency_slo": Kind("latency above its SLO", "warning", alertname="LatencySLOBreached"),
     # A golden prompt talked the model into giving away the run's canary from its system prompt.
-    "canary_leak": Kind("prompt injection leaked the system prompt", "warning"),
+    "canary_leak": Kind(
+        "prompt injection leaked the system prompt", "warning", alertname="CanaryLeak"
+    ),
     # The health route says fine, the golden prompts get no answer: a hung engine behind a live
     # HTTP server, which load balancers and Kubernetes probes keep sending traffic to.
-    "not_serving": Kind("healthy but not serving", "critical"),
-    "drift": Kind("behaviour drifted from its baseline", "warning", source="drift"),
-    "gpu_vram_leak": Kind("VRAM leak", "warning", source="gpu"),
-    "gpu_vram_contention": Kind("VRAM contention", "warning", source="gpu"),
-    "gpu_idle_while_serving": Kind("GPU idle while serving", "critical", source="gpu"),
-    "gpu_throttling": Kind("GPU throttling", "warning", source="gpu"),
-    "gpu_hardware": Kind("GPU hardware errors", "critical", source="gpu"),
-    "gpu_missing": Kind("GPU missing", "critical", source="gpu"),
+    "not_serving": Kind("healthy but not serving", "critical", alertname="EndpointNotServing"),
+    "drift": Kind(
+        "behaviour drifted from its baseline", "warning", source="drift", alertname="BehaviourDrift"
+    ),
+    "gpu_vram_leak": Kind("VRAM leak", "warning", source="gpu", alertname="GpuVramLeak"),
+    "gpu_vram_contention": Kind(
+        "VRAM contention", "warning", source="gpu", alertname="GpuVramContention"
+    ),
+    "gpu_idle_while_serving": Kind(
+        "GPU idle while serving", "critical", source="gpu", alertname="GpuIdleWhileServing"
+    ),
+    "gpu_throttling": Kind("GPU throttling", "warning", source="gpu", alertname="GpuThrottling"),
+    "gpu_hardware": Kind(
+        "GPU hardware errors", "critical", source="gpu", alertname="GpuHardwareError"
+    ),
+    "gpu_missing": Kind("GPU missing", "critical", source="gpu", alertname="GpuMissing"),
 }
+# Where each kind's runbook lives: docs/runbooks/<kind>.md.
+RUNBOOKS = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
 PROBE_KINDS = [name for name, kind in KINDS.items() if kind.source == "probe"]
 
 

@@ -63,6 +63,22 @@ class Maintenance(Strict):
         return check_timezone(value)
 
 
+class AlertmanagerPush(Strict):
+    """The daemon's own alerts, pushed to Alertmanager's v2 API as Prometheus pushes its rules'."""
+
+    # Every member of an HA pair, as Prometheus sends to each: they deduplicate between them.
+    urls: list[str] = Field(min_length=1)
+    resend_every: Seconds = Field(60.0, ge=1)  # firing alerts are sent again, like Prometheus
+    timeout_s: Seconds = Field(10.0, gt=0)
+
+    @field_validator("urls")
+    @classmethod
+    def _urls(cls, value: list[str]) -> list[str]:
+        from watchdog.config import http_url
+
+        return [str(http_url(url, "each of alerting.alertmanager.urls")) for url in value]
+
+
 class Alerting(Strict):
     failure_threshold: int = Field(3, ge=1, le=1000)
     success_threshold: int = Field(2, ge=1, le=1000)
@@ -71,7 +87,23 @@ class Alerting(Strict):
     severity: dict[str, Severity] = {}
     templates_dir: str | None = None
     maintenance: list[Maintenance] = []
+    # Who pages: the daemon itself (slack), Prometheus' rules through Alertmanager, or both.
+    route: Literal["slack", "alertmanager", "both"] = "slack"
     slack: Slack | None = None
+    alertmanager: AlertmanagerPush | None = None
+
+    @model_validator(mode="after")
+    def _route(self) -> Alerting:
+        if self.route == "alertmanager" and self.slack is not None:
+            raise ValueError(
+                "route: alertmanager leaves Slack to Alertmanager: remove `slack`, or set "
+                "route: both"
+            )
+        if self.route == "slack" and self.alertmanager is not None:
+            raise ValueError("`alertmanager` pushes only with route: alertmanager or both")
+        if self.route == "both" and (self.slack is None or self.alertmanager is None):
+            raise ValueError("route: both needs `slack` and `alertmanager`")
+        return self
 
     @field_validator("severity")
     @classmethod

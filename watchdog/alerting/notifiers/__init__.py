@@ -1,4 +1,5 @@
-"""Notifiers, one module each; `build` picks one from the `alerting:` config."""
+"""Notifiers, one module each; `build` picks Slack's from the `alerting:` config. Pushing to
+Alertmanager (notifiers/alertmanager.py) reads alert state, not the outbox: the daemon runs it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from watchdog.alerting.settings import Alerting
 
 def build(settings: Alerting) -> WebhookNotifier | BotNotifier | None:
     slack = settings.slack
-    if slack is None:
+    if slack is None or settings.route == "alertmanager":
         return None
     if slack.webhook_url:
         return WebhookNotifier(slack.webhook_url, timeout_s=slack.timeout_s)
