@@ -17,18 +17,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import FakeClock
+from tests.test_alert_delivery import GOLDEN, Endpoint
 from watchdog.alerting import silences
 from watchdog.config import Config, InvalidFile, load_config
 from watchdog.daemon import Daemon
 from watchdog.store import Store
-
-GOLDEN = """
-name: one
-prompts:
-  - id: capital
-    prompt: "Capital of France?"
-    checks: [{contains: Paris}]
-"""
 
 
 def write_config(tmp_path: Path, alerting: str) -> Path:
@@ -59,30 +52,23 @@ PUSH = """  route: alertmanager
 """
 
 
-class World:
+class World(Endpoint):
     """The endpoint (up or down) and two Alertmanagers that keep what they are sent."""
 
     def __init__(self) -> None:
-        self.up = False
+        super().__init__()
         self.am_down: set[str] = set()
         self.pushed: dict[str, list[list[dict[str, Any]]]] = {"am-1.test": [], "am-2.test": []}
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         host = request.url.host
-        if host in self.pushed:
-            assert (request.method, request.url.path) == ("POST", "/api/v2/alerts")
-            if host in self.am_down:
-                raise httpx.ConnectError("[Errno 111] Connection refused")
-            self.pushed[host].append(json.loads(request.content))
-            return httpx.Response(200)
-        if not self.up:
+        if host not in self.pushed:
+            return super().handle(request)
+        assert (request.method, request.url.path) == ("POST", "/api/v2/alerts")
+        if host in self.am_down:
             raise httpx.ConnectError("[Errno 111] Connection refused")
-        body = {"choices": [{"message": {"content": "Paris"}, "finish_reason": "stop"}]}
-        return httpx.Response(
-            200,
-            headers={"content-type": "application/json"},
-            stream=httpx.ByteStream(json.dumps(body).encode()),
-        )
+        self.pushed[host].append(json.loads(request.content))
+        return httpx.Response(200)
 
 
 class Rig:

@@ -38,7 +38,7 @@ from tests.peers import (
     stop_process,
 )
 
-RULES = ROOT / "alerts" / "prometheus" / "mlops-watchdog.rules.yml"
+RULES = sorted((ROOT / "alerts" / "prometheus").glob("*.rules.yml"))
 SETTLE_S = 6.0  # three times the pair's peer timeout: a duplicate would have been sent by now
 CAPITAL = """name: capital
 prompts:
@@ -66,6 +66,15 @@ class Pair:
 
     def pages(self, *words: str) -> list[str]:
         return [t for t in self.titles() if all(w in t for w in words)]
+
+    def text(self, title_start: str) -> str:
+        """The body of the first message whose title starts so."""
+        return next(
+            a["text"]
+            for m in self.slack.accepted
+            for a in m.get("attachments") or []
+            if a["title"].startswith(title_start)
+        )
 
     def wait(self, what: str, done: Callable[[], bool], timeout: float = 90) -> None:
         deadline = time.monotonic() + timeout
@@ -128,16 +137,20 @@ def _ready(url: str) -> bool:
         return False
 
 
-def shortened_rules(folder: Path) -> Path:
-    """The shipped rules with every `for:` at 2s: the same expressions, labels and texts."""
-    rules = yaml.safe_load(RULES.read_text())
-    for group in rules["groups"]:
-        for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = "2s"
-    path = folder / "rules.yml"
-    path.write_text(yaml.safe_dump(rules, sort_keys=False))
-    return path
+def shortened_rules(folder: Path) -> tuple[Path, ...]:
+    """Every shipped rules file with each `for:` at 2s: the same expressions, labels and texts."""
+    copies = []
+    for shipped in RULES:
+        rules = yaml.safe_load(shipped.read_text())
+        for group in rules["groups"]:
+            for rule in group["rules"]:
+                if "for" in rule:
+                    rule["for"] = "2s"
+        copy = folder / shipped.name
+        copy.write_text(yaml.safe_dump(rules, sort_keys=False))
+        copies.append(copy)
+    assert len(copies) == 2, copies  # the endpoint rules and the GPU rules
+    return tuple(copies)
 
 
 def active(am: Alertmanager) -> list[dict[str, Any]]:
@@ -183,7 +196,7 @@ probes:
                     {"targets": [listen_a], "labels": {"node": "node-a"}},
                     {"targets": [listen_b], "labels": {"node": "node-b"}},
                 ],
-                rule_files=(shortened_rules(tmp_path),),
+                rule_files=shortened_rules(tmp_path),
                 alertmanagers=tuple(am.url.removeprefix("http://") for am in pair.alertmanagers),
             )
         except PeerMissing as exc:
@@ -200,12 +213,7 @@ probes:
                     (a["labels"]["alertname"], a["labels"].get("endpoint")) for a in active(am)
                 ]
                 assert ("EndpointDown", "gateway") in names, am.url
-            page = next(
-                a["text"]
-                for m in pair.slack.accepted
-                for a in m["attachments"]
-                if a["title"].startswith("🔴 gateway")
-            )
+            page = pair.text("🔴 gateway")
             assert "*Node* node-a" in page and "kind `unreachable`" in page, page
             assert "runbooks/unreachable.md" in page
 
@@ -284,12 +292,7 @@ probes:
                 [alert] = [a for a in active(am) if a["labels"].get("endpoint") == "vault-gw"]
                 assert alert["labels"]["source"] == "mlops-watchdog"
                 assert alert["labels"]["kind"] == "http_error"
-            page = next(
-                a["text"]
-                for m in pair.slack.accepted
-                for a in m["attachments"]
-                if a["title"].startswith("🔴 vault-gw")
-            )
+            page = pair.text("🔴 vault-gw")
             assert "CUDA out of memory" in page and "*Node* node-c" in page, page
 
             vault.default = "ok"
