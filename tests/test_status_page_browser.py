@@ -60,7 +60,12 @@ async def test_status_page_renders_every_endpoint(tmp_path: Path) -> None:
     )
     listen = f"127.0.0.1:{free_port()}"
     app = web.app(
-        CollectorRegistry(), store, ENDPOINTS, lambda: {"ok": True}, lambda: datetime.now(UTC)
+        CollectorRegistry(),
+        store,
+        ENDPOINTS,
+        lambda: {"ok": True},
+        lambda: datetime.now(UTC),
+        "gpu-node-07",
     )
     runner = await web.serve(app, listen)
     try:
@@ -81,6 +86,7 @@ async def test_status_page_renders_every_endpoint(tmp_path: Path) -> None:
         assert f'id="endpoint-{name}"' in html, dom.stderr.decode()[-2000:]
     assert html.count("<svg") == 1  # a sparkline for the endpoint with history
     assert "no probe yet" in html
+    assert "<h1>mlops-watchdog on gpu-node-07</h1>" in html  # which of the fleet's pages this is
     assert png.returncode == 0 and shot.stat().st_size > 5000
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])
     assert (width, height) == (1280, 480)

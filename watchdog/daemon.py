@@ -509,6 +509,7 @@ class Daemon:
                 self.endpoints,
                 self.ready,
                 self.clock.now,
+                self.config.node,
             )
             web_config = self.config.web_config
             listener = await web.serve(application, self.config.listen, web_config)

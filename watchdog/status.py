@@ -77,7 +77,7 @@ def _why(row: dict[str, Any]) -> str:
     return f"{row['prompt_id']}: {row['error_class']}: {detail or ''}"
 
 
-def render(statuses: list[EndpointStatus], now: datetime, version: str) -> str:
+def render(statuses: list[EndpointStatus], now: datetime, version: str, node: str = "") -> str:
     env = ImmutableSandboxedEnvironment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=True,
@@ -89,4 +89,5 @@ def render(statuses: list[EndpointStatus], now: datetime, version: str) -> str:
         endpoints=statuses,
         now=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
         version=version,
+        node=node,
     )

@@ -31,6 +31,7 @@ def app(
     endpoints: dict[str, str],
     ready: Callable[[], dict[str, bool]],
     now: Callable[[], datetime],
+    node: str = "",
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
@@ -48,7 +49,7 @@ def app(
 
     async def index(request: web.Request) -> web.Response:
         moment = now()
-        html = status.render(status.collect(store.db, endpoints, moment), moment, __version__)
+        html = status.render(status.collect(store.db, endpoints, moment), moment, __version__, node)
         return web.Response(text=html, content_type="text/html")
 
     application = web.Application()
