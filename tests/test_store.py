@@ -96,3 +96,30 @@ def test_unwritable_location_names_the_file(tmp_path: Path) -> None:
     blocker.write_text("")
     with pytest.raises(StoreError, match=str(blocker / "w.db")):
         Store.open(blocker / "w.db")
+
+
+def test_drift_reads_walk_indexes_not_the_history(tmp_path: Path) -> None:
+    """Every read of `results` that drift makes about once a minute is an index search: a scan
+    would make CPU per probe grow with the database (it did, in bench/scale.py)."""
+    from datetime import timedelta
+
+    from watchdog import baselines
+    from watchdog.baselines import BaselinePolicy
+    from watchdog.drift import DriftSettings
+
+    store = Store.open(tmp_path / "w.db")
+    start = datetime(2026, 11, 23, 12, tzinfo=UTC)
+    for n in range(30):
+        r = result()
+        r.started_at = start + timedelta(minutes=n)
+        store.record_run(f"r{n}", [r], {})
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    baselines.maintain(store.db, "e", "default", BaselinePolicy(runs=10), start)
+    baselines.drift(store.db, "e", "default", DriftSettings())
+    store.db.conn.set_trace_callback(None)
+    reads = [s for s in statements if s.lstrip().lower().startswith("select") and "results" in s]
+    assert reads
+    for sql in reads:
+        plan = " / ".join(row[3] for row in store.db.conn.execute("explain query plan " + sql))
+        assert "SCAN results" not in plan, (sql, plan)

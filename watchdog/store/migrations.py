@@ -302,6 +302,14 @@ def _6_retention(db: Database) -> None:
     # when its first complete pass has freed pages. New files get it in Store.open.
 
 
+def _7_run_lookups(db: Database) -> None:
+    # Drift reads a pair's last runs and their results about once a minute; without these, each
+    # read scanned the endpoint's whole history (or the whole table), so CPU per probe grew with
+    # the database.
+    db.table("results").create_index(["endpoint", "golden_set", "started_ts"])
+    db.table("results").create_index(["run_id"])
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _1_results,
     _2_alerting,
@@ -309,4 +317,5 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _4_drift,
     _5_serving,
     _6_retention,
+    _7_run_lookups,
 ]
