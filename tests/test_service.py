@@ -344,3 +344,22 @@ def test_make_install_service_stages_a_tree_that_checks_and_verifies(tmp_path: P
     (etc / "config.yaml").write_text((etc / "config.yaml").read_text() + "# edited\n")
     install_into(root)
     assert (etc / "config.yaml").read_text().endswith("# edited\n")
+
+
+def test_an_unreadable_credentials_directory_is_one_clear_line(tmp_path: Path) -> None:
+    """Found under a real systemd: a directory the service user may not list is an error that
+    names it, not a traceback."""
+    config = tmp_path / "config.yaml"
+    config.write_text("endpoints: []\n")
+    missing = tmp_path / "gone"
+    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
+    done = subprocess.run(
+        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(config)],
+        env={**env, "CREDENTIALS_DIRECTORY": str(missing)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "systemd credentials not readable" in done.stderr and str(missing) in done.stderr
+    assert "Traceback" not in done.stderr

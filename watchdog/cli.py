@@ -58,7 +58,10 @@ def _env() -> dict[str, str]:
     """What ${VAR} reads: the environment, then systemd credentials (LoadCredential=)."""
     from watchdog.systemd import credentials
 
-    return {**credentials(), **os.environ}
+    try:
+        return {**credentials(), **os.environ}
+    except OSError as exc:  # named in the message; the variables they hold stay unset
+        raise Exit(f"systemd credentials not readable: {exc}") from None
 
 
 def _load(args: argparse.Namespace) -> Config:

@@ -16,6 +16,7 @@ the chain as it does for httpx. Tests may still hand a MockTransport to httpx.As
 
 from __future__ import annotations
 
+import os
 import ssl
 import urllib.request
 from collections.abc import AsyncIterator
@@ -134,8 +135,14 @@ def _as_httpx(exc: BaseException, request: httpx.Request) -> httpx.TransportErro
         kind = httpx.ConnectTimeout
     elif isinstance(exc, TimeoutError):
         kind = httpx.ReadTimeout
-    elif isinstance(exc, aiohttp.ClientConnectorError):
+    elif isinstance(exc, aiohttp.ClientSSLError):
         kind = httpx.ConnectError
+    elif isinstance(exc, aiohttp.ClientConnectorError):  # as an operator reads it: no "ssl:default"
+        error = exc.os_error
+        why = os.strerror(error.errno) if error.errno and error.errno > 0 else str(error)
+        return httpx.ConnectError(
+            f"cannot connect to {exc.host}:{exc.port}: {why}", request=request
+        )
     elif isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
         kind = httpx.UnsupportedProtocol
     elif isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientOSError):
