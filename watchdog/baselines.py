@@ -137,7 +137,8 @@ def _results(db: Database, run_ids: list[str]) -> pd.DataFrame:
     frame["ok"] = frame["ok"].astype(bool)
     # A cold answer (after a change or a restart) times the loading, not the model: no latency.
     cold = frame.pop("cold").fillna(0).astype(bool)
-    frame.loc[cold, ["e2e_s", "ttft_s"]] = None
+    if cold.any():  # rare; the assignment costs more than the query when there is nothing to do
+        frame.loc[cold, ["e2e_s", "ttft_s"]] = None
     frame["output_profile"] = [
         json.loads(p) if isinstance(p, str) else None for p in frame["output_profile"]
     ]

@@ -202,7 +202,8 @@ class ProbeMetrics:
             self.drift[(s.endpoint, s.golden_set, s.signal)] = s
 
     def drift_of(self, endpoint: str) -> list[Signal]:
-        return [s for (e, _, _), s in sorted(self.drift.items()) if e == endpoint]
+        # Filter, then sort: sorting every pair's signals per call was quadratic in a fleet.
+        return [s for _, s in sorted(kv for kv in self.drift.items() if kv[0][0] == endpoint)]
 
     def changed(self, endpoint: str, at: float) -> None:
         fingerprint, model, _ = self.fingerprints.get(endpoint, ("", "", at))
