@@ -85,3 +85,12 @@ def test_every_message_names_the_node_and_old_rows_without_one_still_render() ->
         facts = sample_facts(event)
         del facts["node"]  # outbox rows written before nodes had names
         assert " on " not in Renderer().render(facts)["text"]
+
+
+def test_pages_link_their_runbook_and_rows_from_before_runbooks_still_render() -> None:
+    for event in ("firing", "reminder", "resolved"):
+        message = json.dumps(Renderer().render(sample_facts(event)))
+        assert '"Runbook"' in message and "mlops-watchdog/format.md" in message
+        facts = sample_facts(event)
+        del facts["runbook_url"]
+        assert '"Runbook"' not in json.dumps(Renderer().render(facts))

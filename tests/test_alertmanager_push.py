@@ -208,3 +208,12 @@ def test_route_and_alertmanager_mistakes_are_config_errors(
 def test_route_alertmanager_without_a_push_is_valid(tmp_path: Path) -> None:
     config = load_config(write_config(tmp_path, "  route: alertmanager\n"), env={})
     assert config.alerting.route == "alertmanager" and config.alerting.alertmanager is None
+
+
+def test_runbook_links_follow_alerting_runbook_base_url(tmp_path: Path) -> None:
+    config = load_config(
+        write_config(tmp_path, '  runbook_base_url: "https://wiki.example/llm-runbooks"\n'), env={}
+    )
+    assert config.alerting.runbook("timeout") == "https://wiki.example/llm-runbooks/timeout.md"
+    default = load_config(write_config(tmp_path, ""), env={}).alerting.runbook("timeout")
+    assert default.endswith("/docs/runbooks/timeout.md")

@@ -180,6 +180,7 @@ class Alerter:
             "slo_ttft_s": slo.ttft_s,
             "slo_e2e_s": slo.e2e_s,
             "grafana_url": grafana,
+            "runbook_url": self.settings.runbook(kind),
             "quiet": quiet,
         }
 

@@ -77,8 +77,6 @@ KINDS: dict[str, Kind] = {
     ),
     "gpu_missing": Kind("GPU missing", "critical", source="gpu", alertname="GpuMissing"),
 }
-# Where each kind's runbook lives: docs/runbooks/<kind>.md.
-RUNBOOKS = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
 PROBE_KINDS = [name for name, kind in KINDS.items() if kind.source == "probe"]
 
 

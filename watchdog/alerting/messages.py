@@ -117,6 +117,7 @@ def sample_facts(event: str, scope: str = "endpoint") -> dict[str, Any]:
             "slo_ttft_s": None,
             "slo_e2e_s": None,
             "grafana_url": None,
+            "runbook_url": "https://runbooks.example/mlops-watchdog/gpu_vram_leak.md",
         }
     return {
         "event": event,
@@ -140,6 +141,7 @@ def sample_facts(event: str, scope: str = "endpoint") -> dict[str, Any]:
         "slo_ttft_s": 1.0,
         "slo_e2e_s": 10.0,
         "grafana_url": "https://grafana.example/d/mlops-watchdog-endpoints?var-endpoint=vllm-a",
+        "runbook_url": "https://runbooks.example/mlops-watchdog/format.md",
     }
 
 

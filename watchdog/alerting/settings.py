@@ -11,6 +11,8 @@ from watchdog.validate import Strict
 
 Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Severity = Literal["critical", "warning", "info"]
+# The runbooks shipped in this repository, docs/runbooks/<kind>.md.
+RUNBOOKS = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
 
 
 class Slo(Strict):
@@ -84,6 +86,8 @@ class Alerting(Strict):
     success_threshold: int = Field(2, ge=1, le=1000)
     remind_every: Seconds = 4 * 3600.0
     grafana_url: str | None = None
+    # Where docs/runbooks/<kind>.md are served: every page and pushed alert links its runbook.
+    runbook_base_url: str = RUNBOOKS
     severity: dict[str, Severity] = {}
     templates_dir: str | None = None
     maintenance: list[Maintenance] = []
@@ -104,6 +108,16 @@ class Alerting(Strict):
         if self.route == "both" and (self.slack is None or self.alertmanager is None):
             raise ValueError("route: both needs `slack` and `alertmanager`")
         return self
+
+    @field_validator("runbook_base_url")
+    @classmethod
+    def _runbooks(cls, value: str) -> str:
+        from watchdog.config import http_url
+
+        return f"{http_url(value, 'alerting.runbook_base_url')}/"
+
+    def runbook(self, kind: str) -> str:
+        return f"{self.runbook_base_url}{kind}.md"
 
     @field_validator("severity")
     @classmethod

@@ -24,7 +24,7 @@ import httpx
 from sqlite_utils import Database
 
 from watchdog.alerting import silences
-from watchdog.alerting.kinds import KINDS, RUNBOOKS
+from watchdog.alerting.kinds import KINDS
 from watchdog.alerting.outbox import iso
 from watchdog.alerting.settings import Alerting
 from watchdog.clock import Clock
@@ -91,7 +91,7 @@ class AlertmanagerPusher:
         annotations = {
             "summary": f"{subject} on {self.node}: {KINDS[kind].title}",
             "description": summary or KINDS[kind].title,
-            "runbook_url": f"{RUNBOOKS}{kind}.md",
+            "runbook_url": self.settings.runbook(kind),
         }
         alert = {"labels": labels, "annotations": annotations, "endsAt": iso(ends)}
         if since:
