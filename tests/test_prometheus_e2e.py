@@ -142,3 +142,12 @@ def test_prometheus_scraped_every_metric_the_dashboards_know(scraped: Prometheus
 def test_every_series_names_the_node_it_came_from(scraped: Prometheus) -> None:
     assert instant(scraped, 'count({__name__=~"mlops_watchdog_.+", node="e2e-node"}) > 10')
     assert not instant(scraped, '{__name__=~"mlops_watchdog_.+", node!="e2e-node"}')
+
+
+def test_every_name_the_real_daemon_exposes_is_documented(scraped: Prometheus) -> None:
+    from tests.test_reference_docs import documented_metrics, exposed_base
+
+    names = httpx.get(scraped.url + "/api/v1/label/__name__/values", timeout=10).json()["data"]
+    ours = {exposed_base(n) for n in names if n.startswith("mlops_watchdog_")}
+    missing = ours - documented_metrics()
+    assert not missing, f"exposed but not in docs/metrics.md: {sorted(missing)}"
