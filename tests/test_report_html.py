@@ -13,7 +13,7 @@ from typing import Any
 
 import pandas as pd
 
-from tests.test_status_page_browser import browse, chromium
+from tests.test_status_page_browser import IMAGES, browse, chromium, keep
 from tests.test_store import result
 from watchdog import svg
 from watchdog.drift import Change, Signal
@@ -316,6 +316,7 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     width, height, distinct = png_rows(shot.read_bytes())
     assert (width, height) == (900, 1600)
     assert shot.stat().st_size > 30_000 and distinct > 300, (shot.stat().st_size, distinct)
+    keep(shot, "daily-report.png")
     html = dom.stdout.decode()
     assert dom.returncode == 0 and "</html>" in html, dom.stderr.decode()[-2000:]
     for name in ENDPOINTS:
@@ -323,3 +324,11 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
         assert f"<td>{name}</td>" in html  # its drift signal row
     assert html.count('<svg class="chart"') == 6
     assert '<span class="state drift">drift</span>' in html
+
+
+def test_the_readme_shows_pictures_these_tests_took() -> None:
+    readme = (IMAGES.parent.parent / "README.md").read_text()
+    for name, size in (("status-page.png", (1280, 480)), ("daily-report.png", (900, 1600))):
+        assert f"docs/images/{name}" in readme, name
+        png = (IMAGES / name).read_bytes()
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == size, name

@@ -34,6 +34,17 @@ def chromium() -> str:
     return found
 
 
+IMAGES = Path(__file__).resolve().parent.parent / "docs" / "images"
+
+
+def keep(shot: Path, name: str) -> None:
+    """The README's pictures come from these tests: MLOPS_WATCHDOG_SCREENSHOTS=1 keeps the
+    screenshot as docs/images/NAME (then commit it)."""
+    if os.environ.get("MLOPS_WATCHDOG_SCREENSHOTS") == "1":
+        IMAGES.mkdir(parents=True, exist_ok=True)
+        shutil.copy(shot, IMAGES / name)
+
+
 def browse(binary: str, url: str, tmp_path: Path, *mode: str) -> subprocess.CompletedProcess[bytes]:
     flags = [
         "--headless",
@@ -53,10 +64,25 @@ def browse(binary: str, url: str, tmp_path: Path, *mode: str) -> subprocess.Comp
 async def test_status_page_renders_every_endpoint(tmp_path: Path) -> None:
     binary = chromium()
     store = Store.open(tmp_path / "w.db")
-    for n in range(12):
-        store.record_run(f"r{n}", [result("capital", ok=n % 5 != 0)], {})
+    now = datetime.now(UTC).timestamp()
+    for n in range(24):
+        store.record_run(f"r{n}", [result("capital", ok=n % 11 != 0)], {})
+    # vllm-a answers, a little slower lately; llama-b has been timing out: its alert fires.
     store.db.execute(
-        "update results set endpoint = 'vllm-a', started_ts = ?", (datetime.now(UTC).timestamp(),)
+        "update results set endpoint = case when id > 16 then 'llama-b' else 'vllm-a' end, "
+        "started_ts = ? - (30 - id) * 60, e2e_s = 0.42 + (id % 5) * 0.03 + id * 0.004",
+        (now,),
+    )
+    store.db.execute(
+        "update results set started_at = strftime('%Y-%m-%dT%H:%M:%SZ', started_ts, 'unixepoch')"
+    )
+    store.db.execute(
+        "update results set ok = 0, error_class = 'timeout', e2e_s = 60, "
+        "error_detail = 'deadline exceeded (ReadTimeout)' where id > 19"
+    )
+    store.db.execute(
+        "insert into alerts (endpoint, kind, state, failures, successes, since, incident) "
+        "values ('llama-b', 'timeout', 'firing', 5, 0, '2026-11-29T01:50:00Z', 'x')"
     )
     listen = f"127.0.0.1:{free_port()}"
     app = web.app(
@@ -84,9 +110,10 @@ async def test_status_page_renders_every_endpoint(tmp_path: Path) -> None:
     html = dom.stdout.decode()
     for name in ENDPOINTS:
         assert f'id="endpoint-{name}"' in html, dom.stderr.decode()[-2000:]
-    assert html.count("<svg") == 1  # a sparkline for the endpoint with history
+    assert html.count("<svg") == 2  # a sparkline for each endpoint with history
     assert "no probe yet" in html
     assert "<h1>mlops-watchdog on gpu-node-07</h1>" in html  # which of the fleet's pages this is
     assert png.returncode == 0 and shot.stat().st_size > 5000
+    keep(shot, "status-page.png")
     width, height = struct.unpack(">II", shot.read_bytes()[16:24])
     assert (width, height) == (1280, 480)
