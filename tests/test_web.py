@@ -38,6 +38,10 @@ async def test_endpoints(tmp_path: Path) -> None:
             assert down.status_code == 503 and down.json()["checks"]["store"] is False
             metrics = await client.get("/metrics")
             assert metrics.headers["content-type"].startswith("text/plain; version=0.0.4")
+            # as Prometheus asks: compressed on the wire
+            zipped = await client.get("/metrics", headers={"Accept-Encoding": "gzip"})
+            assert zipped.headers["content-encoding"] == "gzip"
+            assert zipped.text == metrics.text
             page = await client.get("/")
             assert page.headers["content-type"].startswith("text/html")
             assert 'id="endpoint-e"' in page.text and 'id="endpoint-idle"' in page.text

@@ -35,7 +35,10 @@ def app(
 ) -> web.Application:
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
-        return web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        response = web.Response(body=encoder(registry), headers={"Content-Type": content_type})
+        # Prometheus asks for gzip: a fleet node's exposition shrinks about 20x on the wire.
+        response.enable_compression()
+        return response
 
     async def healthz(request: web.Request) -> web.Response:
         return web.Response(text="ok\n")
