@@ -21,10 +21,15 @@ from watchdog.validate import Strict
 
 
 class BaselinePolicy(Strict):
-    """The `baseline:` config section."""
+    """The `baseline:` config section: how the baselines drift is measured against are made
+    and replaced (`mlops-watchdog baseline record` makes one on purpose)."""
 
-    on_change: Literal["keep", "rebaseline"] = "keep"  # keep: flag drift against the old one
-    runs: int = Field(20, ge=3, le=10000)  # runs an automatic baseline is made of
+    on_change: Literal["keep", "rebaseline"] = "keep"
+    """After a fingerprint change (another model, build or system prompt): `keep` the old
+    baseline and flag drift against it, or `rebaseline` from `runs` runs of the new one."""
+    runs: int = Field(20, ge=3, le=10000)
+    """The runs an automatic baseline is made of; with no baseline, the first `runs` runs make
+    one."""
 
 
 def active(db: Database, endpoint: str, golden_set: str) -> dict[str, Any] | None:

@@ -1,5 +1,5 @@
 """The `mlops-watchdog` command: run, once, check, report, init, silence, baseline, drift, gpu,
-dashboards."""
+dashboards, config."""
 
 from __future__ import annotations
 
@@ -488,6 +488,13 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from watchdog.schema import config_schema_json
+
+    sys.stdout.write(config_schema_json())
+    return EXIT_OK
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops-watchdog",
@@ -601,6 +608,12 @@ def parser() -> argparse.ArgumentParser:
         "--check", action="store_true", help="write nothing; exit 1 if DIR's JSON is stale"
     )
     s.set_defaults(func=cmd_dashboards)
+    s = sub.add_parser("config", help="describe the config file")
+    actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser(
+        "schema", help="print the config's JSON Schema (deploy/config.schema.json) to stdout"
+    )
+    s.set_defaults(func=cmd_config)
     return p
 
 

@@ -81,53 +81,110 @@ def check_timezone(value: str) -> str:
 
 
 class Storage(Strict):
+    """Where results, reports and the answers' text are kept."""
+
     path: str = "/var/lib/mlops-watchdog/watchdog.db"
+    """The SQLite database of results, alert state, baselines and GPU samples, relative to the
+    config file. Put it on a local disk the daemon may write; moving it starts an empty history."""
     csv_dir: str = "/var/lib/mlops-watchdog/reports"
+    """Folder, relative to the config file, where the daemon refreshes `health-24h.csv` and
+    `daily-24h.html`, and where `mlops-watchdog report` writes by default."""
     responses: Literal["full", "excerpt", "hash"] = "excerpt"
+    """How much of each model answer is stored: `full`, `excerpt` (the first `excerpt_chars`
+    characters) or `hash` (no model text at all, for PII; output drift then stays inconclusive)."""
     excerpt_chars: int = Field(200, ge=0, le=10000)
+    """Characters kept of each answer with `responses: excerpt`. Raise it to see more of a failed
+    answer in reports; lower it to keep less text."""
     report_every: Seconds = 900.0
+    """How often the daemon rewrites the health CSV and the daily HTML report."""
 
 
 class Retention(Strict):
     """How long results are kept, and how large the database may grow before it warns."""
 
-    raw_days: float = Field(14, gt=0)  # every result, as recorded
-    rollup_days: float = Field(400, gt=0)  # hourly rollups per endpoint, prompt and golden set
-    max_db_bytes: int = Field(2_000_000_000, gt=0)  # past this, a warning and a metric
-    every: Seconds = 3600.0  # how often pruning and incremental vacuum run
+    raw_days: float = Field(14, gt=0)
+    """Days every result is kept as recorded (those of an active or pinned drift baseline stay
+    longer). Lower it to keep the database smaller; raise it to look further back in detail."""
+    rollup_days: float = Field(400, gt=0)
+    """Days the hourly rollups per endpoint, golden set and prompt (counts, error classes, TTFT and
+    e2e p50/p95) are kept."""
+    max_db_bytes: int = Field(2_000_000_000, gt=0)
+    """Database size in bytes past which the daemon logs a warning (the size is always exported as
+    `mlops_watchdog_database_size_bytes`). Set it below the free space of its disk."""
+    every: Seconds = 3600.0
+    """How often results are rolled up and pruned and freed pages are returned by incremental
+    vacuum."""
 
 
 class Endpoint(Strict):
+    """A model server to probe: where it is, which API it speaks, and how to talk to it. `probes/`
+    has an example per serving stack."""
+
     name: str = Field(pattern=NAME)
+    """The endpoint's name in probes, metrics, alerts and reports: letters, digits, `_`, `.` and
+    `-`, up to 64. Renaming it starts a new history."""
     api: str
+    """The API it speaks: `openai-chat` (vLLM, llama.cpp, SGLang, LM Studio),
+    `openai-completions`, `ollama`, `tgi`, `triton` (needs `model`) or `http` (a JSON service of
+    your own: needs `path`, `body_template` and `text_path`)."""
     base_url: str
+    """The server's root URL, http:// or https://, without the API's path (e.g.
+    `http://127.0.0.1:8000`, not `.../v1`)."""
     model: str | None = None
+    """The model name sent as `model`; by default the first id of `/v1/models`. vLLM and gateways
+    need the served name; Triton needs it for /v2/models/NAME/generate."""
     headers: dict[str, str] = {}
+    """HTTP headers sent with every request, e.g. `Authorization: "Bearer ${LLM_API_KEY}"`. Write
+    secrets as `${VAR}`: a secret written out in a file every user can read is refused."""
     timeout_s: Seconds = 60.0
+    """One total deadline per request, connect to last byte. Raise it for slow models or long
+    answers; a request past it is a `timeout`."""
     max_body_bytes: int = Field(4_000_000, gt=0)
+    """The largest response body read, in bytes counted after decompression; past it the answer
+    is `too_large`."""
     concurrency: int = Field(1, ge=1, le=64)
+    """Requests in flight to this endpoint at once (`max_concurrency` caps them all together).
+    Keep it low: the watchdog must not load the server it measures."""
     slo: Slo = Slo()
-    # The GPUs that serve this endpoint, by UUID or NVML index: energy per token and the
-    # idle-while-serving check. UUIDs are safer: NVML's order is the PCI bus order, which
-    # CUDA_VISIBLE_DEVICES does not change.
+    """Latency objectives for this endpoint; the `latency_slo` alert fires when a run breaks
+    them."""
     gpus: list[GpuRef] = []
-    # What the application puts before every conversation; a change is a "template" event.
+    """The GPUs that serve this endpoint, by UUID (`GPU-…`, from `mlops-watchdog gpu`) or NVML
+    index: energy per token and the idle-while-serving check. UUIDs are safer: NVML's order is the
+    PCI bus order, which CUDA_VISIBLE_DEVICES does not change."""
     system_prompt: str | None = None
-    # api: http, a JSON service of your own: where to send what, and where the answer is.
+    """What the application puts before every conversation, sent first unless a golden prompt has
+    its own. Part of the fingerprint: a change is a "template" change event."""
     path: str | None = None
+    """`api: http` only: the route the request is sent to, starting with `/`."""
     method: Literal["POST", "PUT"] = "POST"
-    body_template: str | None = None  # sandboxed Jinja2: prompt, messages, max_tokens, temperature
-    text_path: str | None = None  # dotted path into the response JSON, e.g. output.text
-    # Liveness and readiness routes, probed before each run; `null` turns one off.
+    """`api: http` only: the HTTP method of the request."""
+    body_template: str | None = None
+    """`api: http` only: the JSON request body, a sandboxed Jinja2 template with `prompt`,
+    `messages`, `max_tokens` and `temperature`; write values as `{{ prompt | tojson }}`."""
+    text_path: str | None = None
+    """`api: http` only: the dotted path to the answer in the response JSON, e.g. `output.text`."""
     health_path: str | None = None
+    """The liveness route checked before each run; by default the API's own (`/health` for the
+    OpenAI APIs and TGI, `/api/version` for Ollama, `/v2/health/live` for Triton, none for
+    `http`). `null` turns it off."""
     ready_path: str | None = None
-    # The engine's own Prometheus metrics, read at each run and re-exported as server_*.
-    server_metrics: bool | None = None  # default: true where the stack serves /metrics
-    metrics_url: str | None = None  # default: base_url + /metrics
-    # One untimed request before each run's timed ones: a cold model's first answer is slow.
+    """The readiness route checked before each run; by default the API's own (`/v1/models` for
+    the OpenAI APIs, `/info` for TGI, `/api/tags` for Ollama, `/v2/health/ready` for Triton, none
+    for `http`). `null` turns it off."""
+    server_metrics: bool | None = None
+    """Read the engine's own Prometheus metrics at each run and re-export its queue, running
+    requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default on for the OpenAI
+    APIs and TGI, or when `metrics_url` is given; turn it off behind a gateway."""
+    metrics_url: str | None = None
+    """Where the engine's metrics are read; by default `base_url` + `/metrics`. Triton serves
+    them on port 8002: give it here."""
     warmup: bool = False
-    # Added to every prompt's max_tokens, for models that think before they answer.
+    """Send one untimed request before each run's timed ones, so a model that was unloaded (Ollama
+    after 5 idle minutes) is not timed loading."""
     reasoning_tokens: int = Field(0, ge=0, le=131072)
+    """Tokens added to every prompt's `max_tokens`: room for a reasoning model to think before it
+    answers. An answer that is all reasoning fails the `reasoning_only` check."""
 
     @property
     def liveness_path(self) -> str | None:
@@ -189,14 +246,30 @@ class Endpoint(Strict):
 
 
 class Probe(Strict):
+    """One golden set run against one endpoint on a schedule: every `every`, or at the times of
+    `cron`. A probe never overlaps itself: a run still going when the next is due skips it."""
+
     endpoint: str
+    """The `name` of the endpoint to probe."""
     golden_set: str
+    """The golden set to run: a file, relative to the config file, or the name of a set shipped
+    with the package (`default`, `injection`)."""
     every: Seconds | None = None
+    """The interval between runs; 60s when neither `every` nor `cron` is given. Shorter catches
+    outages sooner and costs the server more requests."""
     cron: str | None = None
+    """Instead of `every`: a crontab line (minute hour day month weekday; weekday 0 is Sunday) in
+    `timezone`, e.g. `"0 6 * * *"`."""
     timezone: str = "UTC"
+    """The IANA time zone `cron` runs in, e.g. `Europe/Berlin`."""
     jitter: Seconds | None = None
+    """A random delay of up to this much added to each run, so that many probes do not fire at
+    the same instant."""
     misfire_grace: Seconds = 30.0
+    """How late a run may start (a busy or suspended machine) before it is skipped."""
     stream: bool = True
+    """Stream the answer (measures TTFT and inter-token latency) or ask for the whole answer at
+    once."""
 
     @field_validator("timezone")
     @classmethod
@@ -224,24 +297,43 @@ class Probe(Strict):
 
 
 class TopLevel(Strict):
+    """The config file's top level; `endpoints` and `probes` are parsed one by one as Endpoint
+    and Probe, so that one bad entry does not hide the others' problems."""
+
     storage: Storage = Storage()
+    """Where results, reports and the answers' text are kept."""
     listen: Annotated[str, AfterValidator(_listen)] = "127.0.0.1:9464"
-    # Which machine this watchdog speaks for, on every metric and message; the host name if unset.
+    """HOST:PORT of the listener for `/metrics`, `/healthz`, `/readyz` and the status page;
+    `:9464` listens on every interface, an empty string turns the listener off."""
     node: str | None = Field(None, min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")
+    """Which machine this watchdog speaks for, on every metric (`node` label) and message; the
+    host name if unset. Under Kubernetes give the node's name (`${NODE_NAME}`), not the pod's."""
     include: list[str] = []
+    """Globs of more files holding `endpoints:` and `probes:`, relative to this file, e.g.
+    `[probes/*.yaml]`. A name without a wildcard must exist."""
     endpoints: list[Any] = []
+    """The model servers to probe."""
     probes: list[Any] = []
+    """What to run against which endpoint, and when."""
     alerting: Alerting = Alerting()
+    """When and where alerts page."""
     gpu: Gpu = Gpu()
+    """GPU telemetry through NVML and the GPU detectors."""
     drift: DriftSettings = DriftSettings()
+    """How recent runs are compared with the baseline."""
     baseline: BaselinePolicy = BaselinePolicy()
-    # Probe requests in flight across every endpoint: the watchdog must never load a fleet.
+    """How drift baselines are made and replaced."""
     max_concurrency: int = Field(8, ge=1, le=1024)
+    """Probe requests in flight across every endpoint together (each endpoint also has its own
+    `concurrency`): the watchdog must never load a fleet."""
     retention: Retention = Retention()
-    # A dead-man's switch (healthchecks.io style): GET after each healthy cycle.
+    """How long results are kept, and how large the database may grow before it warns."""
     heartbeat_url: str | None = None
-    # TLS and basic auth on the listener, in the Prometheus exporter web-config format.
+    """A dead-man's switch (healthchecks.io style): GET at most once a minute after healthy
+    cycles, so that a watchdog that stopped is noticed."""
     web_config_file: str | None = None
+    """TLS and basic auth on the listener: a file in the Prometheus exporter web-config format,
+    relative to this file."""
 
     @field_validator("heartbeat_url")
     @classmethod
@@ -258,8 +350,12 @@ def _listen(value: str) -> str:
 
 
 class Included(Strict):
+    """A file named by `include:`: more endpoints and probes, and nothing else."""
+
     endpoints: list[Any] = []
+    """More model servers to probe."""
     probes: list[Any] = []
+    """More probes; they may name endpoints of any file."""
 
 
 @dataclass

@@ -33,15 +33,28 @@ STATUS_VALUE = {"ok": 0, "drift": 1, "inconclusive": -1}  # mlops_watchdog_drift
 
 
 class DriftSettings(Strict):
-    """The `drift:` config section."""
+    """The `drift:` config section: after each run, the last `window` runs of an endpoint and
+    golden set are compared with its baseline on latency, format accuracy and output."""
 
-    window: int = Field(20, ge=3, le=10000)  # recent runs compared with the baseline
-    min_samples: int = Field(8, ge=3)  # per side and signal, else inconclusive
-    alpha: float = Field(0.01, gt=0, lt=0.5)  # per test; the output signal uses it as the FDR q
-    min_latency_change: float = Field(0.25, ge=0)  # |p50 ratio - 1| below this is not drift
-    min_accuracy_drop: float = Field(0.15, ge=0, le=1)  # pass-rate drop below this is not drift
+    window: int = Field(20, ge=3, le=10000)
+    """Recent runs compared with the baseline. Larger: steadier verdicts, slower to notice."""
+    min_samples: int = Field(8, ge=3)
+    """Samples needed on each side per signal; fewer make the signal `inconclusive`."""
+    alpha: float = Field(0.01, gt=0, lt=0.5)
+    """The significance level of each test; the output signal uses it as the false discovery
+    rate across prompts. Lower: fewer false alarms, more missed drifts."""
+    min_latency_change: float = Field(0.25, ge=0)
+    """The smallest relative change of the p50 latency that counts as drift (0.25: 25 %); a
+    baseline noisier than this raises the bar to its own noise."""
+    min_accuracy_drop: float = Field(0.15, ge=0, le=1)
+    """The smallest fall of the checks' pass rate that counts as drift (0.15: 15 points)."""
     min_similarity_drop: float = Field(0.15, ge=0, le=1)
-    max_baseline_noise: float = Field(0.5, ge=0)  # a baseline spread above this: inconclusive
+    """The smallest fall of an answer's similarity to the baseline answers that counts as
+    drift."""
+    max_baseline_noise: float = Field(0.5, ge=0)
+    """How noisy a baseline may be and still be judged: an e2e spread (IQR over median) above
+    this makes latency `inconclusive`, and a prompt whose baseline answers are less similar to
+    each other than 1 - this is left out of output drift."""
 
 
 @dataclass(frozen=True)

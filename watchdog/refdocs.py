@@ -26,7 +26,8 @@ def cli_markdown(parser: argparse.ArgumentParser) -> str:
         GENERATED.format(how="`python -m tests.test_reference_docs`"),
         "# Command line\n\n",
         "Every command's `--help`, as the installed `mlops-watchdog` prints it. Every command",
-        " takes `--config PATH`; without it the path comes from `MLOPS_WATCHDOG_CONFIG`, then",
+        " that reads the config takes `--config PATH`; without it the path comes from",
+        " `MLOPS_WATCHDOG_CONFIG`, then",
         " `/etc/mlops-watchdog/config.yaml`. Exit codes: 0 all ok, 1 a probe or check failed,",
         " 2 a usage or config error.\n",
     ]

@@ -12,9 +12,10 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class Strict(BaseModel):
-    """Unknown keys are errors; parsed config is immutable."""
+    """Unknown keys are errors; parsed config is immutable. Each field's docstring is its
+    description: `mlops-watchdog config schema` and docs/config.md are made from them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 def _message(error: Any, model: type[BaseModel], loc: Path_) -> str:
