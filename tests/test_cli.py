@@ -182,3 +182,37 @@ def test_every_command_is_documented_in_the_readme() -> None:
     commands = cli.parser()._subparsers._group_actions[0].choices  # type: ignore[union-attr]
     missing = [name for name in commands if f"`{name}" not in table]
     assert not missing, f"not in the README's Commands table: {missing}"
+
+
+def test_config_before_an_action_is_kept() -> None:
+    """`silence --config X add` once fell back to /etc: the action's copy reset it."""
+    p = cli.parser()
+    before = p.parse_args(["silence", "--config", "x.yaml", "add", "--endpoint", "e", *WHY])
+    after = p.parse_args(["silence", "add", "--config", "y.yaml", "--endpoint", "e", *WHY])
+    assert (before.config, after.config) == ("x.yaml", "y.yaml")
+    assert p.parse_args(["baseline", "--config", "z.yaml", "list"]).config == "z.yaml"
+    assert p.parse_args(["silence", "list"]).config is None
+
+
+WHY = ["--for", "1h", "--reason", "test"]
+
+
+def test_once_endpoint_runs_only_that_endpoints_probes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "storage: {path: w.db, csv_dir: reports}\n"
+        "endpoints:\n"
+        "  - {name: a, api: openai-chat, base_url: 'http://127.0.0.1:9', timeout_s: 2}\n"
+        "  - {name: b, api: openai-chat, base_url: 'http://127.0.0.1:9', timeout_s: 2}\n"
+        "probes:\n"
+        "  - {endpoint: a, golden_set: default, stream: false}\n"
+        "  - {endpoint: b, golden_set: default, stream: false}\n"
+    )
+    args = ["once", "--config", str(config), "--json", "--no-store"]
+    assert cli.main([*args, "--endpoint", "b"]) == 1  # nothing listens on port 9
+    endpoints = {json.loads(line)["endpoint"] for line in capsys.readouterr().out.splitlines()}
+    assert endpoints == {"b"}
+    assert cli.main([*args, "--endpoint", "c"]) == 2
+    assert "--endpoint: no endpoint c in" in capsys.readouterr().err

@@ -12,6 +12,7 @@ import shutil
 import signal
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
@@ -115,6 +116,11 @@ def cmd_once(args: argparse.Namespace) -> int:
     from watchdog import table
 
     config = _adhoc(args) if args.url else _load(args)
+    if args.endpoint and not args.url:
+        unknown = sorted(set(args.endpoint) - set(config.endpoints))
+        if unknown:
+            raise Exit(f"--endpoint: no endpoint {', '.join(unknown)} in {config.path}")
+        config = replace(config, probes=[p for p in config.probes if p.endpoint in args.endpoint])
     store = None if args.no_store or args.url else _open_store(config)
 
     async def go() -> list[Run]:
@@ -495,27 +501,40 @@ def cmd_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _common(defaults: bool) -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+
+    def default(value: str | None) -> str | None:
+        return value if defaults else argparse.SUPPRESS
+
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        default=default(None),
+        help="config file (default: $MLOPS_WATCHDOG_CONFIG, then /etc/mlops-watchdog/config.yaml)",
+    )
+    common.add_argument(
+        "--log-level", default=default("INFO"), choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    common.add_argument(
+        "--log-format",
+        default=default("auto"),
+        choices=["auto", "text", "json"],
+        help="json: one object per line; auto: json when started by systemd (default)",
+    )
+    return common
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlops-watchdog",
         description="Watch self-hosted LLM endpoints with golden prompts.",
     )
     p.add_argument("--version", action="version", version=f"mlops-watchdog {watchdog.__version__}")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
-        "--config",
-        metavar="PATH",
-        help="config file (default: $MLOPS_WATCHDOG_CONFIG, then /etc/mlops-watchdog/config.yaml)",
-    )
-    common.add_argument(
-        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
-    )
-    common.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "text", "json"],
-        help="json: one object per line; auto: json when started by systemd (default)",
-    )
+    common = _common(defaults=True)
+    # An action's copy (`silence add --config X`) must not reset what came before the action
+    # (`silence --config X add`): no defaults there.
+    nested = _common(defaults=False)
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     s = sub.add_parser("run", parents=[common], help="run the daemon until SIGTERM")
@@ -523,6 +542,12 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("once", parents=[common], help="run every probe once and print the results")
     s.add_argument("--json", action="store_true", help="print JSON Lines, one object per result")
     s.add_argument("--no-store", action="store_true", help="do not write results to the database")
+    s.add_argument(
+        "--endpoint",
+        action="append",
+        metavar="NAME",
+        help="only this endpoint's probes (repeat for several; default: every probe)",
+    )
     s.add_argument("--url", help="probe this base URL instead of the config (nothing is stored)")
     s.add_argument(
         "--api", default="openai-chat", help="with --url: the endpoint's API (default openai-chat)"
@@ -567,15 +592,15 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_report)
     s = sub.add_parser("silence", parents=[common], help="add, list or remove alert silences")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = actions.add_parser("add", parents=[common], help="silence an endpoint's alerts for a while")
+    a = actions.add_parser("add", parents=[nested], help="silence an endpoint's alerts for a while")
     a.add_argument(
         "--endpoint", required=True, help="endpoint name, a GPU's UUID, gpus (GPU count), or *"
     )
     a.add_argument("--kind", help="only this alert kind (default: every kind)")
     a.add_argument("--for", required=True, metavar="DURATION", help="e.g. 2h or 30m")
     a.add_argument("--reason", required=True, help="why, for whoever reads the list")
-    actions.add_parser("list", parents=[common], help="list active silences")
-    r = actions.add_parser("remove", parents=[common], help="end a silence now")
+    actions.add_parser("list", parents=[nested], help="list active silences")
+    r = actions.add_parser("remove", parents=[nested], help="end a silence now")
     r.add_argument("id", type=int)
     s.set_defaults(func=cmd_silence)
     s = sub.add_parser("init", parents=[common], help="write a starter config tree into DIR")
@@ -584,11 +609,11 @@ def parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_init)
     s = sub.add_parser("baseline", parents=[common], help="record, list or pin drift baselines")
     actions = s.add_subparsers(dest="action", required=True, metavar="ACTION")
-    r = actions.add_parser("record", parents=[common], help="run the probes N times: a baseline")
+    r = actions.add_parser("record", parents=[nested], help="run the probes N times: a baseline")
     r.add_argument("--endpoint", help="only this endpoint (default: every one)")
     r.add_argument("--samples", type=int, default=10, help="runs of each probe (default 10)")
-    actions.add_parser("list", parents=[common], help="list baselines, active and retired")
-    r = actions.add_parser("pin", parents=[common], help="keep this baseline whatever changes")
+    actions.add_parser("list", parents=[nested], help="list baselines, active and retired")
+    r = actions.add_parser("pin", parents=[nested], help="keep this baseline whatever changes")
     r.add_argument("id", type=int)
     r.add_argument("--unpin", action="store_true", help="let the policy replace it again")
     s.set_defaults(func=cmd_baseline)
