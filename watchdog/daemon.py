@@ -324,6 +324,7 @@ class Daemon:
             "alerting.alertmanager": (old.alerting.alertmanager, new.alerting.alertmanager),
             "gpu": (old.gpu, new.gpu),
             "node": (old.node, new.node),
+            "retention.every": (old.retention.every, new.retention.every),  # scheduled at start
         }
         restart = [key for key, (before, after) in fixed.items() if before != after]
         alerting = new.alerting.model_copy(
@@ -342,6 +343,7 @@ class Daemon:
             alerting=alerting,
             gpu=old.gpu,
             node=old.node,
+            retention=new.retention.model_copy(update={"every": old.retention.every}),
         )
         self.config = new
         self.runner = Runner(new, self.runner.client, self.clock, self.runner.canary)

@@ -28,6 +28,7 @@ RESTART = (
     "alerting.route",
     "alerting.alertmanager",
     "gpu",
+    "retention.every",
 )
 PLACEHOLDER = r"\$\{[A-Za-z_][A-Za-z0-9_]*\}"
 _NUMBER = r"[0-9]+(\.[0-9]+)?"
