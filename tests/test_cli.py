@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 from datetime import UTC, datetime
 from pathlib import Path
@@ -216,3 +217,18 @@ def test_once_endpoint_runs_only_that_endpoints_probes(
     assert endpoints == {"b"}
     assert cli.main([*args, "--endpoint", "c"]) == 2
     assert "--endpoint: no endpoint c in" in capsys.readouterr().err
+
+
+def test_the_starter_config_passes_check_with_every_section_uncommented(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli.main(["init", str(tmp_path)]) == 0
+    config = tmp_path / "config.yaml"
+    text = config.read_text()
+    # "# gpu:" and "#   price_per_kwh:" become "gpu:" and "  price_per_kwh:"
+    opened = re.sub(r"^# ( *[a-z_]+:)", r"\1", text, flags=re.M)
+    assert "slack:" in opened and "\nnode:" in opened and opened != text
+    config.write_text(opened)
+    config.chmod(0o600)  # it names a secret now
+    monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.test/T/B/x")
+    assert cli.main(["check", "--config", str(config)]) == 0, capsys.readouterr().err

@@ -219,13 +219,30 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 STARTER_CONFIG = """\
-# mlops-watchdog starter config. `mlops-watchdog check --config THIS_FILE` validates it.
+# yaml-language-server: $schema=https://raw.githubusercontent.com/mlops-watchdog/mlops-watchdog/main/deploy/config.schema.json
+# mlops-watchdog starter config. `mlops-watchdog check --config THIS_FILE` validates it, and
+# docs/config.md explains every key. Relative paths are relative to this file. Uncomment what
+# you need; it passes `check` as it is.
 storage:
-  path: data/watchdog.db          # relative paths are relative to this file
-  csv_dir: reports                # the health report CSV is refreshed here
-  responses: excerpt              # full | excerpt | hash (hash keeps no model text)
-listen: 127.0.0.1:9464
+  path: data/watchdog.db          # SQLite: every result, alert state, baselines
+  csv_dir: reports                # health-24h.csv and daily-24h.html are refreshed here
+  responses: excerpt              # full | excerpt | hash (hash keeps no model text, for PII)
+listen: 127.0.0.1:9464            # /metrics, /healthz, /readyz and the status page
+# node: gpu-node-07               # this machine's name on every metric and page (default: host name)
 include: [probes/*.yaml]          # one file per endpoint; copy the examples
+
+# alerting:
+#   failure_threshold: 3          # failing runs in a row before a page
+#   success_threshold: 2          # good runs in a row before "resolved"
+#   slack:
+#     webhook_url: ${SLACK_WEBHOOK_URL}   # a secret: from the environment or systemd credentials
+#   route: slack                  # or alertmanager: a fleet pages through Prometheus' rules
+
+# gpu:                            # NVML telemetry is on wherever a driver answers
+#   price_per_kwh: 0.30           # prices energy per token as cost per 1k tokens
+
+# retention:
+#   raw_days: 14                  # every result; hourly rollups are kept 400 days
 """
 
 
