@@ -60,6 +60,9 @@ def stop(process: subprocess.Popen[bytes]) -> None:
         process.wait()
 
 
+IDLE = "mlops_watchdog_gpu_idle_while_serving"
+
+
 def metric(text: str, name: str, **labels: str) -> float | None:
     for line in text.splitlines():
         match = re.fullmatch(rf"{name}(?:\{{(.*)\}})? (\S+)", line)
@@ -75,9 +78,10 @@ def watch(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     yield tmp_path, f"127.0.0.1:{free_port()}"
 
 
-def run_until(folder: Path, listen: str, device: str, wanted: str) -> str:
-    """Serve the stand-in on `device`, watch it bound to GPU 0, return /metrics once `wanted`
-    (a metric line's start) shows up."""
+def run_until(folder: Path, listen: str, device: str, endpoint: str) -> str:
+    """Serve the stand-in on `device`, watch it bound to GPU 0, return /metrics once the
+    endpoint's idle-while-serving verdict shows up (labels in any order: `node` comes first)."""
+    wanted = f"mlops_watchdog_gpu_idle_while_serving for {endpoint}"
     port = free_port()
     stub = started(
         [TORCH_PYTHON, str(ROOT / "tests/gpu/stub_llm.py"), str(port), device],
@@ -105,7 +109,7 @@ probes:
             try:
                 with urllib.request.urlopen(f"http://{listen}/metrics", timeout=5) as reply:
                     text: str = reply.read().decode()
-                if any(line.startswith(wanted) for line in text.splitlines()):
+                if metric(text, IDLE, endpoint=endpoint) is not None:
                     break
             except OSError:
                 text = ""
@@ -124,9 +128,7 @@ probes:
 
 def test_a_cpu_fallback_is_caught_as_idle_while_serving(watch: tuple[Path, str]) -> None:
     folder, listen = watch
-    text = run_until(
-        folder, listen, "cpu", 'mlops_watchdog_gpu_idle_while_serving{endpoint="on-cpu"'
-    )
+    text = run_until(folder, listen, "cpu", "on-cpu")
     assert metric(text, "mlops_watchdog_gpu_idle_while_serving", endpoint="on-cpu") == 1
     assert metric(text, "mlops_watchdog_gpu_telemetry_up") == 1
     assert (metric(text, "mlops_watchdog_gpus") or 0) >= 1
@@ -138,9 +140,7 @@ def test_a_gpu_backed_server_is_not_idle_and_has_an_energy_per_token(
     watch: tuple[Path, str],
 ) -> None:
     folder, listen = watch
-    text = run_until(
-        folder, listen, "cuda", 'mlops_watchdog_gpu_idle_while_serving{endpoint="on-cuda"'
-    )
+    text = run_until(folder, listen, "cuda", "on-cuda")
     assert metric(text, "mlops_watchdog_gpu_idle_while_serving", endpoint="on-cuda") == 0
     joules = metric(text, "mlops_watchdog_probe_energy_per_token_joules", endpoint="on-cuda")
     assert joules is not None and 0 < joules < 1000, joules
