@@ -25,7 +25,6 @@ import copy
 import gzip
 import json
 import logging
-import shutil
 import signal
 import statistics
 import subprocess
@@ -47,7 +46,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fakenvml import PHASES, UUID, FakeGpu, FakeNvml
-from tests.peers import PeerMissing, free_port, stop_process, wait_ready
+from tests.peers import PeerMissing, Prometheus, free_port, start_prometheus, stop_process
 from watchdog import web
 from watchdog.config import load_config
 from watchdog.daemon import Daemon
@@ -401,53 +400,16 @@ class Receiver:
         self.server.server_close()
 
 
-@dataclass
-class Prometheus:
-    url: str
-    process: subprocess.Popen[bytes]
-    log: Path
-
-
-def start_prometheus(
+def prometheus(
     folder: Path,
     targets: list[dict[str, Any]],
     interval: str,
     rule_files: tuple[Path, ...] = (),
     remote_write: dict[str, Any] | None = None,
 ) -> Prometheus:
-    """tests/peers.start_prometheus's set-up (job mlops-watchdog, honor_labels), with
-    remote_write when asked."""
-    binary = shutil.which("prometheus")
-    if binary is None:
-        raise PeerMissing("prometheus is not installed (apt-get install prometheus)")
+    """tests/peers' Prometheus (job mlops-watchdog, honor_labels) in a folder of its own."""
     folder.mkdir()
-    port = free_port()
-    settings: dict[str, Any] = {
-        "global": {"scrape_interval": interval, "evaluation_interval": interval},
-        "rule_files": [str(r) for r in rule_files],
-        "scrape_configs": [
-            {"job_name": "mlops-watchdog", "honor_labels": True, "static_configs": targets}
-        ],
-    }
-    if remote_write:
-        settings["remote_write"] = [remote_write]
-    config = folder / "prometheus.yml"
-    config.write_text(json.dumps(settings))
-    log = folder / "prometheus.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [
-                binary,
-                f"--config.file={config}",
-                f"--storage.tsdb.path={folder / 'data'}",
-                f"--web.listen-address=127.0.0.1:{port}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    wait_ready(process, url + "/-/ready", log)
-    return Prometheus(url, process, log)
+    return start_prometheus(folder, targets, rule_files, interval, remote_write=remote_write)
 
 
 def own_metrics(prometheus: Prometheus) -> dict[str, float]:
@@ -534,10 +496,10 @@ def scrape_prometheus(body: bytes, k: int, seconds: float, interval: int) -> dic
                     {"source_labels": ["__name__"], "regex": CUT_REGEX, "action": "drop"}
                 ],
             }
-            started = [start_prometheus(folder / "baseline", [], every)]
-            started.append(start_prometheus(folder / "a", targets, every))
-            started.append(start_prometheus(folder / "b", targets, every, remote_write=remote))
-            started.append(start_prometheus(folder / "c", targets, every, (FLEET_RULES,)))
+            started = [prometheus(folder / "baseline", [], every)]
+            started.append(prometheus(folder / "a", targets, every))
+            started.append(prometheus(folder / "b", targets, every, remote_write=remote))
+            started.append(prometheus(folder / "c", targets, every, (FLEET_RULES,)))
             _, a, remote_writing, c = started
             time.sleep(seconds / 2)  # Prometheus scrapes K targets at its own pace
             before, received_before = [own_metrics(p) for p in started], receiver.bytes

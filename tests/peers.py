@@ -111,6 +111,7 @@ def start_prometheus(
     rule_files: tuple[Path, ...] = (),
     interval: str = "1s",
     alertmanagers: tuple[str, ...] = (),
+    remote_write: dict[str, Any] | None = None,
 ) -> Prometheus:
     """Debian's prometheus on a free loopback port, scraping `targets` as job mlops-watchdog:
     HOST:PORT strings, or static_configs entries (`{"targets": [...], "labels": {...}}`). With
@@ -129,6 +130,8 @@ def start_prometheus(
             {"job_name": "mlops-watchdog", "honor_labels": True, "static_configs": static}
         ],
     }
+    if remote_write:
+        settings["remote_write"] = [remote_write]
     if alertmanagers:
         settings["alerting"] = {
             "alertmanagers": [{"static_configs": [{"targets": list(alertmanagers)}]}]
