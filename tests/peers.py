@@ -8,7 +8,9 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,6 +239,21 @@ def start_alertmanagers(folder: Path, config: Path, count: int = 2) -> list[Aler
     for am in started:
         wait_ready(am.process, am.url + "/-/ready", am.log)
     return started
+
+
+def check_config(
+    config: Path, drop: Iterable[str] = (), **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`mlops-watchdog check --config CONFIG` in a fresh process, with this environment less
+    `drop` and any systemd credentials, plus `env`."""
+    kept = {k: v for k, v in os.environ.items() if k not in {*drop, "CREDENTIALS_DIRECTORY"}}
+    return subprocess.run(
+        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(config)],
+        env={**kept, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def stop_process(process: subprocess.Popen[bytes]) -> None:

@@ -7,7 +7,6 @@ No Docker engine runs here, so the image itself is never built or run by these t
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 import yaml
 
 from tests.conftest import need
+from tests.peers import check_config
 from watchdog.config import TopLevel, load_config
 from watchdog.web import app, parse_listen
 
@@ -333,30 +333,13 @@ def test_the_configmap_config_passes_check(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(configmap_config())
     config.chmod(0o644)
-    env = {
-        **{k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"},
-        "NODE_NAME": "gpu-node-1",
-        "SLACK_WEBHOOK_URL": "https://hooks.example/T000/B000/secret",
-    }
-    done = subprocess.run(
-        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    webhook = "https://hooks.example/T000/B000/secret"
+    done = check_config(config, NODE_NAME="gpu-node-1", SLACK_WEBHOOK_URL=webhook)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 golden set(s)" in done.stdout
     assert "secret" not in done.stdout + done.stderr
     # Without the Secret's variable, the same config is refused, by name.
-    del env["SLACK_WEBHOOK_URL"]
-    refused = subprocess.run(
-        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    refused = check_config(config, drop=["SLACK_WEBHOOK_URL"], NODE_NAME="gpu-node-1")
     assert refused.returncode == 2 and "SLACK_WEBHOOK_URL" in refused.stderr
 
 

@@ -4,17 +4,16 @@ The figures the guide quotes come from `python -m bench.fleet_series` and are no
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import need
+from tests.peers import check_config
 from tests.test_dashboards import HISTOGRAMS, KNOWN_METRICS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,14 +43,7 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 @pytest.mark.parametrize("name", ["node-agent.yaml", "central.yaml"])
 def test_watchdog_configs_pass_check(name: str) -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ENV and k != "NODE_NAME"}
-    done = subprocess.run(
-        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(FLEET / name)],
-        env={**env, **ENV},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = check_config(FLEET / name, drop=["NODE_NAME"], **ENV)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "OK:" in done.stdout
     for secret in ENV.values():
@@ -59,14 +51,7 @@ def test_watchdog_configs_pass_check(name: str) -> None:
 
 
 def test_central_reads_its_secrets_from_the_environment() -> None:
-    env = {k: v for k, v in os.environ.items() if k not in ENV}
-    done = subprocess.run(
-        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(FLEET / "central.yaml")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = check_config(FLEET / "central.yaml", drop=ENV)
     assert done.returncode == 2
     assert "SLACK_WEBHOOK_URL" in done.stderr and "GATEWAY_API_KEY" in done.stderr
 

@@ -4,7 +4,6 @@ reloads that refuse a bad config and apply a good one live, JSON logs, credentia
 
 from __future__ import annotations
 
-import contextlib
 import http.server
 import json
 import os
@@ -24,7 +23,7 @@ import pytest
 
 from tests.conftest import need
 from tests.faultserver import FaultServer
-from tests.peers import free_port, stop_process
+from tests.peers import check_config, free_port, stop_process
 from watchdog.systemd import Notify, credentials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -280,24 +279,9 @@ def test_a_credential_fills_a_config_variable_for_check(tmp_path: Path) -> None:
         "endpoints:\n  - {name: a, api: openai-chat, base_url: http://a.test, "
         'headers: {Authorization: "Bearer ${LLM_API_KEY}"}}\n'
     )
-    env = {k: v for k, v in os.environ.items() if k != "LLM_API_KEY"}
-    with contextlib.suppress(KeyError):
-        del env["CREDENTIALS_DIRECTORY"]
-    without = subprocess.run(
-        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(config)],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    without = check_config(config, drop=["LLM_API_KEY"])
     assert without.returncode == 2 and "LLM_API_KEY" in without.stderr
-    done = subprocess.run(
-        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(config)],
-        env={**env, "CREDENTIALS_DIRECTORY": str(creds)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = check_config(config, drop=["LLM_API_KEY"], CREDENTIALS_DIRECTORY=str(creds))
     assert done.returncode == 0, done.stderr
     assert "k3y-from-credential" not in done.stdout + done.stderr
 
@@ -352,14 +336,10 @@ def test_an_unreadable_credentials_directory_is_one_clear_line(tmp_path: Path) -
     config = tmp_path / "config.yaml"
     config.write_text("endpoints: []\n")
     missing = tmp_path / "gone"
-    env = {k: v for k, v in os.environ.items() if k != "CREDENTIALS_DIRECTORY"}
-    done = subprocess.run(
-        [sys.executable, "-m", "watchdog.cli", "check", "--config", str(config)],
-        env={**env, "CREDENTIALS_DIRECTORY": str(missing)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = check_config(config, CREDENTIALS_DIRECTORY=str(missing))
     assert done.returncode == 2, done.stderr
-    assert "systemd credentials not readable" in done.stderr and str(missing) in done.stderr
+    assert (
+        "systemd credentials not readable ($CREDENTIALS_DIRECTORY)" in done.stderr
+        and str(missing) in done.stderr
+    )
     assert "Traceback" not in done.stderr

@@ -62,7 +62,7 @@ def _env() -> dict[str, str]:
     try:
         return {**credentials(), **os.environ}
     except OSError as exc:  # named in the message; the variables they hold stay unset
-        raise Exit(f"systemd credentials not readable: {exc}") from None
+        raise Exit(f"systemd credentials not readable ($CREDENTIALS_DIRECTORY): {exc}") from None
 
 
 def _load(args: argparse.Namespace) -> Config:

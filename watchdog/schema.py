@@ -75,42 +75,38 @@ def _hints() -> dict[tuple[str, str], dict[str, Any]]:
     }
 
 
+def _scalar(description: str, number: JsonSchemaValue, pattern: str) -> JsonSchemaValue:
+    """A value the loader parses: a number, a string it reads, or a ${VAR} placeholder."""
+    return {
+        "description": description,
+        "anyOf": [number, {"type": "string", "pattern": pattern}, _PLACEHOLDER_REF],
+    }
+
+
 def _special_defs() -> dict[str, JsonSchemaValue]:
     return {
-        "Duration": {
-            "description": "A number of seconds, or number-unit parts (ms, s, m, h, d, w) "
+        "Duration": _scalar(
+            "A number of seconds, or number-unit parts (ms, s, m, h, d, w) "
             "written together: 90s, 5m, 1h30m, 2d. Longer than zero.",
-            "anyOf": [
-                {"type": "number", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": DURATION},
-                _PLACEHOLDER_REF,
-            ],
-        },
-        "Ratio": {
-            "description": 'A ratio from 0 to 1, or a percentage: 0.05 or "5%".',
-            "anyOf": [
-                {"type": "number", "minimum": 0, "maximum": 1},
-                {"type": "string", "pattern": PERCENT},
-                _PLACEHOLDER_REF,
-            ],
-        },
-        "Size": {
-            "description": "A size: bytes, or a number with a unit: 512MiB, 2GiB, 1GB.",
-            "anyOf": [
-                {"type": "integer", "exclusiveMinimum": 0},
-                {"type": "string", "pattern": SIZE},
-                _PLACEHOLDER_REF,
-            ],
-        },
-        "GpuRef": {
-            "description": "A GPU by UUID (GPU-…, from `mlops-watchdog gpu` or `nvidia-smi -L`) "
+            {"type": "number", "exclusiveMinimum": 0},
+            DURATION,
+        ),
+        "Ratio": _scalar(
+            'A ratio from 0 to 1, or a percentage: 0.05 or "5%".',
+            {"type": "number", "minimum": 0, "maximum": 1},
+            PERCENT,
+        ),
+        "Size": _scalar(
+            "A size: bytes, or a number with a unit: 512MiB, 2GiB, 1GB.",
+            {"type": "integer", "exclusiveMinimum": 0},
+            SIZE,
+        ),
+        "GpuRef": _scalar(
+            "A GPU by UUID (GPU-…, from `mlops-watchdog gpu` or `nvidia-smi -L`) "
             "or NVML index (0, 1, …).",
-            "anyOf": [
-                {"type": "integer", "minimum": 0},
-                {"type": "string", "pattern": GPU},
-                _PLACEHOLDER_REF,
-            ],
-        },
+            {"type": "integer", "minimum": 0},
+            GPU,
+        ),
         "Placeholder": {
             "description": "${VAR}: the value is read from an environment variable (or a "
             "systemd credential) and checked after substitution.",
