@@ -3,8 +3,12 @@ both probing the same nginx-served canned chat completion (Debian's nginx and
 prometheus-blackbox-exporter), each pinned to one core, in one run.
 
 A watchdog probe is one golden prompt: the request, its checks, its SQLite write, its metrics,
-and its share of the run's readiness, identity and drift work. A blackbox probe is one
-/probe?module=chat request (a POST with a body check), driven 8 at a time as in DESIGN.md.
+and its share of the run's readiness, engine metrics, identity and drift work. nginx serves the
+routes a llama-server has (health, models, props, metrics); "lean" turns the first three off. A
+blackbox probe is one /probe?module=chat request (a POST with a body check). The anchor, as in
+DESIGN.md, drives it back to back with 8 in flight (its best case). Beside it, blackbox_exporter
+at the daemon's rate (--rate), probes started on a steady clock as Prometheus scraping many
+targets starts them: what it would cost doing the daemon's work.
 
     .venv/bin/python -m bench.probe_cost [--rate 100] [--seconds 60] [--probes 3000]
 """
@@ -50,9 +54,17 @@ def pinned(core: int, args: list[str]) -> list[str]:
     return ["taskset", "-c", str(core), *args] if shutil.which("taskset") else args
 
 
+ROOT = Path(__file__).resolve().parents[1]
+PROPS = {"build_info": "b6000-canned", "model_path": "/models/canned.gguf"}
+
+
 def start_nginx(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """nginx serving what a llama-server serves: a canned chat completion, its health, models,
+    props and engine metrics routes."""
     port = free_port()
     body = json.dumps(CANNED).replace("'", "\\'")
+    shutil.copy(ROOT / "tests" / "fixtures" / "server_metrics" / "llamacpp.txt", folder / "metrics")
+    (folder / "props").write_text(json.dumps(PROPS))
     conf = folder / "nginx.conf"
     conf.write_text(
         f"""
@@ -70,6 +82,8 @@ http {{
     location = /v1/chat/completions {{ default_type application/json; return 200 '{body}'; }}
     location = /v1/models {{ default_type application/json; return 200 '{{"data":[{{"id":"canned"}}]}}'; }}
     location = /health {{ default_type application/json; return 200 '{{"status":"ok"}}'; }}
+    location = /props {{ default_type application/json; alias {folder}/props; }}
+    location = /metrics {{ default_type text/plain; alias {folder}/metrics; }}
     location / {{ return 404; }}
   }}
 }}
@@ -97,8 +111,9 @@ def wait_for(url: str, timeout: float = 30) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
-def blackbox(folder: Path, target: str, probes: int) -> float:
-    """blackbox_exporter's CPU seconds per probe, 8 probes in flight."""
+def blackbox(folder: Path, target: str, probes: int, rate: float | None = None) -> float:
+    """blackbox_exporter's CPU seconds per probe: 8 probes in flight back to back, or, with
+    `rate`, probes started at that many a second, as Prometheus scraping many targets would."""
     port = free_port()
     config = folder / "blackbox.yml"
     module = {
@@ -124,7 +139,7 @@ def blackbox(folder: Path, target: str, probes: int) -> float:
         wait_for(f"http://127.0.0.1:{port}/metrics")
         params = {"module": "chat", "target": target + "/v1/chat/completions"}
 
-        async def drive() -> None:
+        async def drive() -> float:
             async with httpx.AsyncClient(timeout=10) as client:
                 gate = asyncio.Semaphore(8)
 
@@ -133,13 +148,23 @@ def blackbox(folder: Path, target: str, probes: int) -> float:
                         reply = await client.get(url, params=params)
                         assert "probe_success 1" in reply.text, reply.text[-500:]
 
+                async def paced(n: int) -> None:
+                    assert rate is not None
+                    start, tasks = time.monotonic(), []
+                    for i in range(n):
+                        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+                        tasks.append(asyncio.create_task(one()))
+                    await asyncio.gather(*tasks)
+
                 await asyncio.gather(*(one() for _ in range(200)))  # warm-up
                 before = cpu_seconds(process.pid)
-                await asyncio.gather(*(one() for _ in range(probes)))
-                drive.cpu = cpu_seconds(process.pid) - before  # type: ignore[attr-defined]
+                if rate is None:
+                    await asyncio.gather(*(one() for _ in range(probes)))
+                else:
+                    await paced(probes)
+                return cpu_seconds(process.pid) - before
 
-        asyncio.run(drive())
-        return float(drive.cpu) / probes  # type: ignore[attr-defined]
+        return asyncio.run(drive()) / probes
     finally:
         stop_process(process)
 
@@ -248,6 +273,8 @@ def main() -> None:
             rows: dict[str, list[float]] = {}
             for _ in range(args.repeats):  # side by side, interleaved, so both see the same noise
                 rows.setdefault("blackbox", []).append(blackbox(folder, target, args.probes))
+                paced = blackbox(folder, target, args.probes, args.rate)
+                rows.setdefault("blackbox paced", []).append(paced)
                 for lean in (False, True):
                     got = watchdog(folder, target, args.rate, args.seconds, lean)
                     for key, value in got.items():
@@ -255,16 +282,20 @@ def main() -> None:
         finally:
             stop_process(nginx)
     anchor = statistics.median(rows["blackbox"])
-    print(f"blackbox_exporter: {anchor * 1000:.3f} ms CPU per probe (median of {args.repeats})")
+    paced = statistics.median(rows["blackbox paced"])
+    print(
+        f"blackbox_exporter, 8 in flight back to back (the anchor): {anchor * 1000:.3f} ms CPU "
+        f"per probe; at {args.rate:g} probes/s: {paced * 1000:.3f} ms (medians of {args.repeats})"
+    )
     for mode in ("default", "lean"):
         cpu = statistics.median(rows[f"{mode} cpu_per_probe_s"])
         rate = statistics.median(rows[f"{mode} probes_per_s"])
         p50 = statistics.median(rows[f"{mode} lateness_p50_s"])
         p99 = statistics.median(rows[f"{mode} lateness_p99_s"])
         print(
-            f"watchdog ({mode}): {cpu * 1000:.3f} ms CPU per probe, ratio {cpu / anchor:.2f}; "
-            f"{rate:.1f} probes/s of {args.rate:g} asked; lateness p50 {p50 * 1000:.0f} ms, "
-            f"p99 {p99 * 1000:.0f} ms"
+            f"watchdog ({mode}): {cpu * 1000:.3f} ms CPU per probe, ratio {cpu / anchor:.2f} "
+            f"(to blackbox at the same rate: {cpu / paced:.2f}); {rate:.1f} probes/s of "
+            f"{args.rate:g} asked; lateness p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms"
         )
 
 

@@ -239,3 +239,24 @@ async def test_a_crash_after_a_threaded_reply_does_not_resolve_twice(tmp_path: P
             assert len(slack.accepted) == 2
             (row,) = rig.store.db.query("select status, ts from outbox where event = 'resolved'")
             assert row == {"status": "sent", "ts": resolved["ts"]}
+
+
+async def test_a_steady_state_is_written_once_and_a_change_at_once(tmp_path: Path) -> None:
+    """At a probe every second, rewriting every kind's unchanged state was most of the SQL."""
+    with FakeSlack() as slack:
+        async with Rig(tmp_path, slack, bot=False) as rig:
+
+            def written() -> dict[str, tuple[str, str]]:
+                rows = rig.store.db.query("select kind, state, updated_at from alerts")
+                return {r["kind"]: (r["state"], r["updated_at"]) for r in rows}
+
+            rig.endpoint.up = True
+            await rig.minute()
+            first = written()
+            assert first and {state for state, _ in first.values()} == {"ok"}
+            await rig.minute(3)
+            assert written() == first
+            rig.endpoint.up = False
+            await rig.minute()
+            now = written()
+            assert now["unreachable"][0] == "pending" and now["unreachable"] != first["unreachable"]

@@ -153,6 +153,18 @@ async def test_endpoint_headers_are_sent_and_secrets_not_in_detail() -> None:
     assert answer.error_detail == "HTTP 401 Unauthorized: bad key"
 
 
+async def test_the_body_is_json_and_an_endpoint_content_type_wins() -> None:
+    _, (request,) = await ask(reply(200, b"{}"), stream=False)
+    assert request.headers.get_list("content-type") == ["application/json"]
+    assert (
+        request.content == json.dumps(json.loads(request.content), separators=(",", ":")).encode()
+    )
+    assert request.headers["content-length"] == str(len(request.content))
+    own = {"content-type": "application/json; charset=utf-8"}
+    _, (request,) = await ask(reply(200, b"{}"), stream=False, headers=own)
+    assert request.headers.get_list("content-type") == ["application/json; charset=utf-8"]
+
+
 @pytest.mark.parametrize(
     ("body", "error_class"),
     [

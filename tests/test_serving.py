@@ -3,6 +3,7 @@ MockTransport endpoints and a fake clock. The real llama-server side is tests/te
 
 from __future__ import annotations
 
+import itertools
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,7 +75,9 @@ class Server:
         return [json.loads(r.content) for r in self.sent if r.method == "POST"]
 
 
-def write_config(tmp_path: Path, golden: str = "default.yaml", **endpoint: object) -> Path:
+def write_config(
+    tmp_path: Path, golden: str = "default.yaml", every: str = "60s", **endpoint: object
+) -> Path:
     extra = "".join(f", {k}: {json.dumps(v)}" for k, v in endpoint.items())
     path = tmp_path / "config.yaml"
     path.write_text(
@@ -84,7 +87,7 @@ alerting: {{failure_threshold: 1}}
 endpoints:
   - {{name: e, api: openai-chat, base_url: "http://llm.test", timeout_s: 5{extra}}}
 probes:
-  - {{endpoint: e, golden_set: "{ROOT}/golden_sets/{golden}", stream: false}}
+  - {{endpoint: e, golden_set: "{ROOT}/golden_sets/{golden}", stream: false, every: {every}}}
 """
     )
     return path
@@ -319,3 +322,82 @@ async def test_the_models_route_is_read_once_per_run(tmp_path: Path) -> None:
     server = Server()
     await run_with(tmp_path, server)
     assert [r.url.path for r in server.sent].count("/v1/models") == 1
+
+
+# --- a fast probe spares the endpoint its other routes ---
+
+
+class Rig:
+    """A Runner with a fake clock against `server`, for a probe every `every`."""
+
+    def __init__(self, tmp_path: Path, server: Server, every: str = "1s"):
+        self.cfg = load_config(write_config(tmp_path, every=every))
+        self.server, self.clock = server, FakeClock()
+        self.client = httpx.AsyncClient(transport=httpx.MockTransport(server.handle))
+        self.runner = Runner(self.cfg, self.client, self.clock)
+
+    async def run(self) -> tuple[Run, list[str]]:
+        """A run, and what it sent: "GET /path", or "POST" for the golden prompts in a row."""
+        before = len(self.server.sent)
+        run = await self.runner.run(self.cfg.probes[0])
+        sent = [r.method if r.method == "POST" else f"GET {r.url.path}" for r in self.server.sent]
+        return run, [what for what, _ in itertools.groupby(sent[before:])]
+
+
+ROUTES = ["GET /health", "GET /v1/models", "GET /metrics", "GET /props"]
+
+
+async def test_a_fast_probe_reads_the_other_routes_at_most_every_30s(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, Server())
+    first, sent = await rig.run()
+    assert sent == [*ROUTES, "POST"]
+    assert [t.tier for t in first.tiers] == ["liveness", "readiness", "completion"]
+    rig.clock.advance(29)
+    second, sent = await rig.run()
+    assert sent == ["POST"]  # the health, models, metrics and props routes are not asked again
+    assert [t.tier for t in second.tiers] == ["completion"]  # and not stored again
+    assert second.identity == first.identity and second.load_error is None
+    rig.clock.advance(1)
+    _, sent = await rig.run()
+    assert sent == [*ROUTES, "POST"]
+
+
+async def test_a_failed_prompt_has_the_routes_read_next_to_it(tmp_path: Path) -> None:
+    """After the prompts, so that the run's tiers say what /health said at the failure (the
+    not_serving page rests on it); and before the next run's prompts."""
+    server = Server()
+    rig = Rig(tmp_path, server)
+    await rig.run()
+    rig.clock.advance(1)
+    server.routes["/v1/chat/completions"] = None  # hangs
+    failed, sent = await rig.run()
+    assert sent == ["POST", *ROUTES]
+    assert [(t.tier, t.ok) for t in failed.tiers] == [
+        ("liveness", True),
+        ("readiness", True),
+        ("completion", False),
+    ]
+    assert observe(failed.results, Slo(), failed.tiers)["not_serving"].failing
+    del server.routes["/v1/chat/completions"]
+    rig.clock.advance(1)
+    _, sent = await rig.run()
+    assert sent == [*ROUTES, "POST"]
+
+
+async def test_a_failing_route_is_read_again_at_the_next_run(tmp_path: Path) -> None:
+    server = Server()
+    server.routes["/health"] = body({"status": "loading"}, 503)
+    rig = Rig(tmp_path, server)
+    await rig.run()
+    rig.clock.advance(1)
+    run, sent = await rig.run()
+    assert sent == [*ROUTES, "POST"]
+    assert not run.tier("liveness").ok  # type: ignore[union-attr]
+
+
+async def test_a_probe_every_30s_or_more_reads_them_at_every_run(tmp_path: Path) -> None:
+    rig = Rig(tmp_path, Server(), every="30s")
+    await rig.run()
+    rig.clock.advance(1)  # even when runs come close together (a reload, a manual run)
+    _, sent = await rig.run()
+    assert sent == [*ROUTES, "POST"]

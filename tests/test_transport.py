@@ -118,3 +118,37 @@ async def test_proxies_come_from_the_environment_as_httpx_reads_them(serve, monk
     assert proxy.lines[0] == b"GET http://gateway.internal:8000/health HTTP/1.1"
     assert bypassed.status_code == 200
     assert len(proxy.lines) == 1 and direct.connections == 1
+
+
+class CookieServer:
+    """Sets a cookie on every answer and keeps each request's head."""
+
+    def __init__(self) -> None:
+        self.heads: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                self.heads.append(await reader.readuntil(b"\r\n\r\n"))
+                writer.write(OK.replace(b"\r\n\r\n", b"\r\nSet-Cookie: lb=node-3\r\n\r\n", 1))
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+
+async def test_each_probe_stands_alone_without_cookies(serve) -> None:
+    """As a blackbox_exporter probe does: a load balancer's sticky cookie is not sent back, so
+    every probe meets the endpoint as a new client would."""
+    handler = CookieServer()
+    server = await asyncio.start_server(handler.handle, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/health"
+    try:
+        async with http_client() as client:
+            first = await client.get(url, timeout=5)
+            await client.get(url, timeout=5)
+            assert first.headers["set-cookie"] == "lb=node-3"
+            assert not client.cookies
+    finally:
+        server.close()
+    assert len(handler.heads) == 2 and not any(b"cookie:" in h.lower() for h in handler.heads)

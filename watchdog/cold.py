@@ -17,15 +17,22 @@ class ColdStarts:
     def __init__(self, down: dict[str, bool] | None = None):
         self.down: dict[str, bool] = dict(down or {})  # endpoint: its last run got no answer
         self.loads: dict[str, ServerLoad] = {}
+        # Runs answered since the last engine metrics read (a fast probe reads them at most
+        # every LOOK_EVERY_S): a restart found now may have had its first answer among them.
+        self.answered_unread: dict[str, bool] = {}
 
     def flag(self, endpoint: Endpoint, run: Run, change: Change | None) -> str | None:
         """Mark the run's first answer cold when it follows a change or a restart; the reason."""
         name = endpoint.name
         previous = self.loads.get(name)
-        if run.load is not None:
-            self.loads[name] = run.load
         answered = [r for r in run.results if r.answer.error_class is None]
         restart = run.load.restarted_since(previous) if run.load and previous else None
+        if run.load is not None:
+            self.loads[name] = run.load
+            if self.answered_unread.pop(name, False):
+                restart = None  # its first answer came in a run between the two reads
+        elif answered:
+            self.answered_unread[name] = True
         reason = None
         if change is not None and change.kind == "fingerprint":
             reason = f"first answer after a fingerprint change ({change.detail})"

@@ -165,16 +165,17 @@ class Endpoint(Strict):
     text_path: str | None = None
     """`api: http` only: the dotted path to the answer in the response JSON, e.g. `output.text`."""
     health_path: str | None = None
-    """The liveness route checked before each run; by default the API's own (`/health` for the
-    OpenAI APIs and TGI, `/api/version` for Ollama, `/v2/health/live` for Triton, none for
-    `http`). `null` turns it off."""
+    """The liveness route checked before each run (at most every 30 s for a faster probe while
+    all answers; see `probes[].every`); by default the API's own (`/health` for the OpenAI APIs
+    and TGI, `/api/version` for Ollama, `/v2/health/live` for Triton, none for `http`). `null`
+    turns it off."""
     ready_path: str | None = None
-    """The readiness route checked before each run; by default the API's own (`/v1/models` for
-    the OpenAI APIs, `/info` for TGI, `/api/tags` for Ollama, `/v2/health/ready` for Triton, none
-    for `http`). `null` turns it off."""
+    """The readiness route checked before each run, as `health_path` is; by default the API's own
+    (`/v1/models` for the OpenAI APIs, `/info` for TGI, `/api/tags` for Ollama,
+    `/v2/health/ready` for Triton, none for `http`). `null` turns it off."""
     server_metrics: bool | None = None
-    """Read the engine's own Prometheus metrics at each run and re-export its queue, running
-    requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default on for the OpenAI
+    """Read the engine's own Prometheus metrics at each run (as `health_path` is) and re-export
+    its queue, running requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default on for the OpenAI
     APIs and TGI, or when `metrics_url` is given; turn it off behind a gateway."""
     metrics_url: str | None = None
     """Where the engine's metrics are read; by default `base_url` + `/metrics`. Triton serves
@@ -256,7 +257,9 @@ class Probe(Strict):
     with the package (`default`, `injection`)."""
     every: Seconds | None = None
     """The interval between runs; 60s when neither `every` nor `cron` is given. Shorter catches
-    outages sooner and costs the server more requests."""
+    outages sooner and costs the server more requests. Under 30s, the endpoint's health, ready and
+    engine-metrics routes and its identity are read at most every 30s while its prompts are
+    answered and those routes pass, and again right after any failed prompt."""
     cron: str | None = None
     """Instead of `every`: a crontab line (minute hour day month weekday; weekday 0 is Sunday) in
     `timezone`, e.g. `"0 6 * * *"`."""

@@ -201,7 +201,8 @@ class Daemon:
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
         self.metrics.observe_serving(probe.endpoint, run.tiers, run.load, run.load_error)
         self._log_load(probe.endpoint, run)
-        log.info("%s", summary(probe, run))
+        if log.isEnabledFor(logging.INFO):  # not worth building at 100 probes/s when unread
+            log.info("%s", summary(probe, run))
         return run
 
     def _page_soon(self) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import copy
+import itertools
 import platform
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -58,8 +60,8 @@ NOTIFICATION_RESULTS = ("sent", "retried", "failed", "suppressed")
 class Histogram:
     """Cumulative bucket counts, exported by the collector (no per-sample metric objects)."""
 
-    bounds: tuple[float, ...]
-    counts: list[int] = field(default_factory=list)
+    bounds: tuple[float, ...]  # sorted
+    counts: list[int] = field(default_factory=list)  # per bucket; cumulated on export
     total: float = 0.0
     n: int = 0
 
@@ -67,14 +69,15 @@ class Histogram:
         self.counts = [0] * len(self.bounds)
 
     def observe(self, value: float) -> None:
-        for i, bound in enumerate(self.bounds):
-            if value <= bound:
-                self.counts[i] += 1
+        i = bisect.bisect_left(self.bounds, value)  # the first bound with value <= bound
+        if i < len(self.counts):
+            self.counts[i] += 1
         self.total += value
         self.n += 1
 
     def buckets(self) -> list[tuple[str, float]]:
-        out = [(_bound(b), float(c)) for b, c in zip(self.bounds, self.counts, strict=True)]
+        cumulative = itertools.accumulate(self.counts)
+        out = [(_bound(b), float(c)) for b, c in zip(self.bounds, cumulative, strict=True)]
         return [*out, ("+Inf", float(self.n))]
 
 

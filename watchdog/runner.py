@@ -8,7 +8,7 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -26,14 +26,37 @@ from watchdog.probers.readiness import TierOutcome
 from watchdog.probers.server_metrics import ServerLoad, scrape
 from watchdog.result import Answer, CheckOutcome, ProbeResult
 
+# While an endpoint answers and its routes are well, its health and ready routes, engine metrics
+# and identity are read at most this often: a probe every second need not load the server it
+# watches with four more requests. A failed prompt has them read again at once.
+LOOK_EVERY_S = 30.0
+
+
+@dataclass(frozen=True)
+class Look:
+    """What an endpoint's other routes said, at one monotonic time."""
+
+    at: float
+    tiers: list[TierOutcome]  # liveness, readiness
+    identity: dict[str, Any]
+    load: ServerLoad | None
+    load_error: str | None
+
+    @property
+    def well(self) -> bool:
+        """Routes that answer. Engine metrics that cannot be read are a gap, not an outage."""
+        return all(t.ok for t in self.tiers)
+
 
 @dataclass
 class Run:
     run_id: str
     results: list[ProbeResult]
     identity: dict[str, Any]
-    tiers: list[TierOutcome] = field(default_factory=list)  # liveness, readiness, completion
-    load: ServerLoad | None = None  # the engine's own metrics at the start of the run
+    # Liveness and readiness when they were read for this run (not at every run of a fast
+    # probe: see LOOK_EVERY_S), and completion.
+    tiers: list[TierOutcome] = field(default_factory=list)
+    load: ServerLoad | None = None  # the engine's own metrics, when read for this run
     load_error: str | None = None  # why they could not be read
 
     def tier(self, name: str) -> TierOutcome | None:
@@ -106,15 +129,15 @@ class Runner:
         self.limits = {
             name: asyncio.Semaphore(ep.concurrency) for name, ep in config.endpoints.items()
         }
+        self.looks: dict[str, Look] = {}  # endpoint: its last look, while all was well
 
     async def run(self, probe: Probe) -> Run:
         endpoint = self.config.endpoints[probe.endpoint]
         golden = self.config.golden_sets[probe.golden_set]
-        tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
-        load, load_error = await self._server_load(endpoint)
-        identity = await identify(self.client, endpoint, bodies)
-        if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
-            identity["template_hash"] = short_hash(endpoint.system_prompt)
+        seen, fresh = self._last_look(endpoint, probe), False
+        if seen is None:
+            seen, fresh = await self._look(endpoint), True
+        identity = seen.identity
         model = endpoint.model or (identity.get("model_ids") or [None])[0]
         token = self.canary()
         if endpoint.warmup:
@@ -124,9 +147,35 @@ class Runner:
             await self._ask(probe, golden, model, i, identity, token)
             for i in range(len(golden.prompts))
         ]
+        if any(r.answer.error_class for r in results):
+            if not fresh:  # what the routes say next to the failure, not half a minute before
+                seen, fresh = replace(await self._look(endpoint), identity=identity), True
+            self.looks.pop(endpoint.name, None)  # and again before the next run
+        tiers = list(seen.tiers) if fresh else []
         completion = readiness.completion(results)
         tiers += [completion] if completion else []
+        load, load_error = (seen.load, seen.load_error) if fresh else (None, None)
         return Run(uuid.uuid4().hex[:16], results, identity, tiers, load, load_error)
+
+    def _last_look(self, endpoint: Endpoint, probe: Probe) -> Look | None:
+        """The endpoint's last look, for a fast probe, while it is recent and all was well."""
+        seen = self.looks.get(endpoint.name)
+        if probe.interval_s >= LOOK_EVERY_S or seen is None:
+            return None
+        return seen if self.clock.monotonic() - seen.at < LOOK_EVERY_S else None
+
+    async def _look(self, endpoint: Endpoint) -> Look:
+        """Read the endpoint's health and ready routes, engine metrics and identity."""
+        at = self.clock.monotonic()
+        tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
+        load, load_error = await self._server_load(endpoint)
+        identity = await identify(self.client, endpoint, bodies)
+        if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
+            identity["template_hash"] = short_hash(endpoint.system_prompt)
+        seen = Look(at, tiers, identity, load, load_error)
+        if seen.well:
+            self.looks[endpoint.name] = seen
+        return seen
 
     async def _server_load(self, endpoint: Endpoint) -> tuple[ServerLoad | None, str | None]:
         """The engine's queue, batch and cache at probe time: busy, or regressed?"""

@@ -16,15 +16,20 @@ the chain as it does for httpx. Tests may still hand a MockTransport to httpx.As
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import os
 import ssl
 import urllib.request
+import weakref
 from collections.abc import AsyncIterator
-from types import SimpleNamespace
 from typing import Any
 
 import aiohttp
 import httpx
+from aiohttp.client_reqrep import ClientRequest
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
 
 MAX_CONNECTIONS = 200
 IDLE_S = 4.0  # below the 5 s keep-alive of uvicorn and cpp-httplib
@@ -32,21 +37,57 @@ IDLE_S = 4.0  # below the 5 s keep-alive of uvicorn and cpp-httplib
 
 def http_client() -> httpx.AsyncClient:
     # Timeouts are set per request from each endpoint's `timeout_s`.
-    return httpx.AsyncClient(transport=PooledTransport(), follow_redirects=False)
+    return ProbeClient(transport=PooledTransport(), follow_redirects=False)
 
 
-async def _mark_reused(
-    _session: aiohttp.ClientSession, context: SimpleNamespace, _params: object
-) -> None:
-    context.trace_request_ctx["reused"] = True
+class _NoCookies(httpx.Cookies):
+    def extract_cookies(self, response: httpx.Response) -> None:
+        pass
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        pass
+
+
+class ProbeClient(httpx.AsyncClient):
+    """Each probe stands alone, as a blackbox_exporter probe does: a cookie an endpoint sets is
+    neither kept nor sent back. Reading them was a tenth of the CPU per probe."""
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return _NoCookies()
+
+    @cookies.setter
+    def cookies(self, _cookies: object) -> None:
+        pass
+
+
+# Whether this task's last request went out on a connection an earlier request had used.
+_REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default=False)
+
+
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's pool, telling `_REUSED` which connection each request got. Its trace hooks
+    could say the same, at a quarter of the CPU of a request (bench/probe_cost.py)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._used: weakref.WeakSet[object] = weakref.WeakSet()
+
+    async def connect(
+        self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        _REUSED.set(protocol in self._used)
+        if protocol is not None:
+            self._used.add(protocol)
+        return connection
 
 
 class PooledTransport(httpx.AsyncBaseTransport):
     def __init__(self) -> None:
         self._session: aiohttp.ClientSession | None = None
         self._tls = ssl.create_default_context()
-        self._trace = aiohttp.TraceConfig()
-        self._trace.on_connection_reuseconn.append(_mark_reused)
         # HTTP(S)_PROXY and NO_PROXY, as httpx reads them, looked up once per host: aiohttp's
         # own trust_env reads the environment at every request, half the cost of one.
         self._proxies = urllib.request.getproxies_environment()
@@ -54,12 +95,9 @@ class PooledTransport(httpx.AsyncBaseTransport):
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # in the running loop, at first use
-            connector = aiohttp.TCPConnector(
-                limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_S, ssl=self._tls
-            )
+            connector = _Connector(limit=MAX_CONNECTIONS, keepalive_timeout=IDLE_S, ssl=self._tls)
             self._session = aiohttp.ClientSession(
                 connector=connector,
-                trace_configs=[self._trace],
                 auto_decompress=False,  # httpx decodes, so caps apply to what is decoded
                 skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent", "Content-Type"),
             )
@@ -71,7 +109,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         body = await request.aread() or None
         proxy = self._proxy(request.url)
         for attempt in (1, 2):
-            seen: dict[str, bool] = {}
+            _REUSED.set(False)
             try:
                 response = await session.request(
                     request.method,
@@ -79,14 +117,11 @@ class PooledTransport(httpx.AsyncBaseTransport):
                     headers=request.headers.multi_items(),
                     data=body,
                     allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(
-                        sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
-                    ),
-                    trace_request_ctx=seen,
+                    timeout=_timeout(timeout.get("connect"), timeout.get("read")),
                     proxy=proxy,
                 )
             except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
-                stale = seen.get("reused") and not isinstance(exc, aiohttp.ClientConnectorError)
+                stale = _REUSED.get() and not isinstance(exc, aiohttp.ClientConnectorError)
                 if attempt == 1 and stale:
                     continue  # the server closed an idle connection as we reused it
                 raise _as_httpx(exc, request) from exc
@@ -111,6 +146,11 @@ class PooledTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _timeout(connect: float | None, read: float | None) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(sock_connect=connect, sock_read=read)
 
 
 class _Body(httpx.AsyncByteStream):

@@ -45,22 +45,12 @@ class Alerter:
             settings.failure_threshold, settings.success_threshold, settings.remind_every
         )
 
-    def load(self, endpoint: str, kind: str) -> State:
-        rows = list(
-            self.db.query("select * from alerts where endpoint = ? and kind = ?", (endpoint, kind))
-        )
-        if not rows:
-            return State()
-        r = rows[0]
-        return State(
-            state=r["state"],
-            failures=r["failures"],
-            successes=r["successes"],
-            since=_time(r["since"]),
-            incident=r["incident"],
-            notified_at=_time(r["notified_at"]),
-            firing_sent=bool(r["firing_sent"]),
-        )
+    def _rows(self, subject: str) -> dict[str, dict[str, Any]]:
+        """The subject's alert states as stored, by kind: one query for all its kinds."""
+        return {
+            r["kind"]: r
+            for r in self.db.query("select * from alerts where endpoint = ?", [subject])
+        }
 
     def observe(
         self,
@@ -118,9 +108,11 @@ class Alerter:
         endpoint: Endpoint | None,
     ) -> list[str]:
         quiet_silences = silences.active(self.db, now)
+        rows = self._rows(subject)
         queued = []
         for kind, observation in observations.items():
-            before = self.load(subject, kind)
+            row = rows.get(kind)
+            before = _state(row) if row else State()
             quiet = silences.why_quiet(
                 subject, kind, now, quiet_silences, self.settings.maintenance
             )
@@ -129,7 +121,9 @@ class Alerter:
             after, events = step(
                 before, observation, now, self.policy, quiet is not None, f"{subject}:{kind}"
             )
-            self._save(subject, kind, after, observation, now)
+            # A steady state is not written again at every run: `updated_at` is its last change.
+            if row is None or after != before or observation.summary != row["summary"]:
+                self._save(subject, kind, after, observation, now)
             for event in events:
                 facts = self.facts(
                     subject, endpoint, kind, before, after, event, observation, now, quiet
@@ -214,6 +208,18 @@ class Alerter:
         return list(
             self.db.query("select * from alerts where state = 'firing' order by endpoint, kind")
         )
+
+
+def _state(r: dict[str, Any]) -> State:
+    return State(
+        state=r["state"],
+        failures=r["failures"],
+        successes=r["successes"],
+        since=_time(r["since"]),
+        incident=r["incident"],
+        notified_at=_time(r["notified_at"]),
+        firing_sent=bool(r["firing_sent"]),
+    )
 
 
 def _time(value: str | None) -> datetime | None:
