@@ -175,8 +175,8 @@ class Endpoint(Strict):
     `/v2/health/ready` for Triton, none for `http`). `null` turns it off."""
     server_metrics: bool | None = None
     """Read the engine's own Prometheus metrics at each run (as `health_path` is) and re-export
-    its queue, running requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default on for the OpenAI
-    APIs and TGI, or when `metrics_url` is given; turn it off behind a gateway."""
+    its queue, running requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default
+    on for the OpenAI APIs and TGI, or when `metrics_url` is given; turn it off behind a gateway."""
     metrics_url: str | None = None
     """Where the engine's metrics are read; by default `base_url` + `/metrics`. Triton serves
     them on port 8002: give it here."""

@@ -135,7 +135,7 @@ class ProbeResult:
             "finish_reason": a.finish_reason,
             "reasoning_only": a.reasoning_only,
             "model": a.model,
-            "checks": [{"name": c.name, "ok": c.ok, "detail": c.detail} for c in self.checks],
+            "checks": [dict(vars(c)) for c in self.checks],
             "fingerprint": self.fingerprint,
             "golden_set_hash": self.golden_set_hash,
             "started_at": self.started_at.isoformat().replace("+00:00", "Z"),
