@@ -16,7 +16,8 @@ LISTEN=127.0.0.1:9464
 booted=""
 
 say() { printf 'service-check: %s\n' "$*"; }
-fail() { say "FAILED: $*"; $S journalctl -u $UNIT -n 30 --no-pager -o cat >&2 || true; exit 1; }
+# The journal first, then the failure: CI shows the end of what was printed.
+fail() { $S journalctl -u $UNIT -n 30 --no-pager -o cat >&2 || true; say "FAILED: $*" >&2; exit 1; }
 
 [ "$(id -u)" = 0 ] || { say "needs root"; exit 2; }
 
@@ -92,10 +93,25 @@ probes:
 EOF
 since=$(date +%s)
 $S systemctl reload $UNIT || fail "reload"
-said() { $S journalctl -u $UNIT --since "@$since" -o cat --no-pager | grep -o "\"message\": \"$1[^\"]*"; }
+# `systemctl reload` returns once SIGHUP is sent (ExecReload=kill), maybe before the daemon has
+# read the config and said what it did: wait up to 10 s for the line.
+said() {
+    for _ in $(seq 100); do
+        $S journalctl -u $UNIT --since "@$since" -o cat --no-pager | grep -o "\"message\": \"$1[^\"]*" && return
+        sleep 0.1
+    done
+    return 1
+}
 status=$(said reloaded) || fail "no 'reloaded' after a good reload"
-"$PYTHON" -c "import urllib.request; assert 'endpoint=\"service-check\"' in urllib.request.urlopen('http://$LISTEN/metrics', timeout=5).read().decode()" \
-    || fail "the added endpoint is not probed after the reload"
+"$PYTHON" - "$LISTEN" <<'EOF' || fail "the added endpoint is not probed within 10 s of the reload"
+import sys, time, urllib.request
+for _ in range(100):
+    if 'endpoint="service-check"' in urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode():
+        break
+    time.sleep(0.1)
+else:
+    sys.exit(1)
+EOF
 say "reload applied: ${status#*: \"}"
 
 echo "endpoints: [{name: broken, api: nope}]" > "$ETC/probes/zz-broken.yaml"
@@ -103,7 +119,15 @@ since=$(date +%s)
 $S systemctl reload $UNIT || fail "reload with a bad config"
 status=$(said "reload refused: [0-9]") || fail "no 'reload refused' after a bad reload"
 [ "$($S systemctl show -p MainPID --value $UNIT)" = "$pid" ] || fail "restarted on a bad reload"
-[ "$($S systemctl show -p ActiveState --value $UNIT)" = active ] || fail "not active after a bad reload"
+# The daemon says RELOADING=1 and then READY=1 (with the refusal as its STATUS); `systemctl
+# reload` may return, and the refusal be in the journal, before systemd has read the READY=1.
+settled=""
+for _ in $(seq 50); do
+    settled=$($S systemctl show -p ActiveState --value $UNIT)
+    [ "$settled" = reloading ] || break
+    sleep 0.1
+done
+[ "$settled" = active ] || fail "$settled, not active, after a bad reload"
 say "bad reload refused, still running: ${status#*: \"}"
 rm -f "$ETC/probes/zz-broken.yaml"
 
@@ -116,9 +140,11 @@ done
 [ "$now" != "$first" ] || fail "no WATCHDOG=1 within 60 s"
 say "WATCHDOG=1 received from the scheduler"
 
-score=$($S systemd-analyze security $UNIT --no-pager 2>/dev/null | sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p')
+security=$($S systemd-analyze security $UNIT --no-pager 2>&1 || true)
+score=$(sed -n 's/.*exposure level for [^:]*: \([0-9.]*\).*/\1/p' <<<"$security")
 say "systemd-analyze security (online): $score"
-awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' || fail "security score $score above 2.0"
+awk -v s="$score" 'BEGIN { exit !(s != "" && s <= 2.0) }' \
+    || fail "security score '$score' is not 2.0 or less; systemd-analyze said: $(tail -n 3 <<<"$security")"
 
 $S systemctl stop $UNIT || fail "stop"
 [ "$($S systemctl show -p Result --value $UNIT)" = success ] || fail "stop did not end in success"
