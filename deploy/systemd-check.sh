@@ -14,6 +14,7 @@ ETC=/etc/mlops-watchdog
 DROPIN=/etc/systemd/system/$UNIT.service.d
 LISTEN=127.0.0.1:9464
 booted=""
+namespace=""
 
 say() { printf 'service-check: %s\n' "$*"; }
 # The journal first, then the failure: CI shows the end of what was printed.
@@ -25,6 +26,8 @@ cleanup() {
     rm -f "$ETC/probes/zz-service-check.yaml" "$ETC/probes/zz-broken.yaml"
     rm -rf "$DROPIN" "${cred:-/nonexistent}"
     if [ -n "$booted" ]; then kill -9 "$booted" 2>/dev/null || true; fi
+    # PID 1 gone, the kernel ends the namespace; wait for it, so that a next run finds none.
+    if [ -n "$namespace" ]; then wait "$namespace" 2>/dev/null || true; fi
 }
 trap cleanup EXIT
 
@@ -47,18 +50,24 @@ else
         export container=other
         exec /lib/systemd/systemd --system --unit=basic.target --log-target=null
     ' &
+    namespace=$!
+    # Our own systemd: the child of this unshare, once it has exec'd (another run's may linger).
     for _ in $(seq 100); do
-        booted=$(pgrep -f -n '^/lib/systemd/systemd --system --unit=basic.target' || true)
+        booted=$(pgrep -P "$namespace" -f '^/lib/systemd/systemd --system' || true)
         [ -n "$booted" ] && break
         sleep 0.1
     done
-    [ -n "$booted" ] || { say "systemd did not boot in a namespace"; exit 1; }
+    [ -n "$booted" ] || { say "FAILED: systemd did not boot in a namespace" >&2; exit 1; }
     S="nsenter -t $booted -m -p --"
     for _ in $(seq 300); do
         state=$($S systemctl is-system-running 2>/dev/null || true)
         case "$state" in running|degraded) break;; esac
         sleep 0.2
     done
+    case "$state" in
+        running|degraded) ;;
+        *) say "FAILED: systemd in the namespace is '$state' after 60 s, not running" >&2; exit 1;;
+    esac
     say "systemd $($S systemd --version | head -1 | cut -d' ' -f2) booted in a namespace ($state)"
 fi
 
