@@ -13,7 +13,6 @@ UNIT=mlops-watchdog
 ETC=/etc/mlops-watchdog
 DROPIN=/etc/systemd/system/$UNIT.service.d
 LISTEN=127.0.0.1:9464
-booted=""
 namespace=""
 
 say() { printf 'service-check: %s\n' "$*"; }
@@ -25,9 +24,12 @@ fail() { $S journalctl -u $UNIT -n 30 --no-pager -o cat >&2 || true; say "FAILED
 cleanup() {
     rm -f "$ETC/probes/zz-service-check.yaml" "$ETC/probes/zz-broken.yaml"
     rm -rf "$DROPIN" "${cred:-/nonexistent}"
-    if [ -n "$booted" ]; then kill -9 "$booted" 2>/dev/null || true; fi
-    # PID 1 gone, the kernel ends the namespace; wait for it, so that a next run finds none.
-    if [ -n "$namespace" ]; then wait "$namespace" 2>/dev/null || true; fi
+    # The namespace's PID 1 (systemd, or the shell before it) killed, the kernel ends the
+    # namespace; wait for that, so that a next run finds none of it.
+    if [ -n "$namespace" ]; then
+        pkill -9 -P "$namespace" 2>/dev/null || true
+        wait "$namespace" 2>/dev/null || true
+    fi
 }
 trap cleanup EXIT
 
