@@ -42,26 +42,34 @@ class Endpoint:
         )
 
 
-def make_config(tmp_path: Path, slack: str) -> Config:
+def write_config(tmp_path: Path, alerting: str) -> Path:
+    """One endpoint and one golden set; `alerting` is the lines under `alerting:`, indented."""
     (tmp_path / "one.yaml").write_text(GOLDEN)
-    (tmp_path / "config.yaml").write_text(
+    path = tmp_path / "config.yaml"
+    path.write_text(
         f"""
 storage: {{path: w.db, csv_dir: reports}}
 node: gpu-node-07
 alerting:
   failure_threshold: 3
   success_threshold: 2
-  remind_every: 1h
-  grafana_url: https://grafana.example/d/llm
-  slack: {slack}
+{alerting}
 endpoints:
   - {{name: vllm-a, api: openai-chat, base_url: "http://llm.test", model: m}}
 probes:
   - {{endpoint: vllm-a, golden_set: one.yaml, stream: false}}
 """
     )
-    (tmp_path / "config.yaml").chmod(0o600)  # it holds the webhook URL or bot token
-    return load_config(tmp_path / "config.yaml", env={})
+    path.chmod(0o600)  # it holds the webhook URL or bot token
+    return path
+
+
+def make_config(tmp_path: Path, slack: str) -> Config:
+    alerting = f"""  remind_every: 1h
+  grafana_url: https://grafana.example/d/llm
+  slack: {slack}
+"""
+    return load_config(write_config(tmp_path, alerting), env={})
 
 
 class Rig:

@@ -17,33 +17,11 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import FakeClock
-from tests.test_alert_delivery import GOLDEN, Endpoint
+from tests.test_alert_delivery import Endpoint, write_config
 from watchdog.alerting import silences
 from watchdog.config import Config, InvalidFile, load_config
 from watchdog.daemon import Daemon
 from watchdog.store import Store
-
-
-def write_config(tmp_path: Path, alerting: str) -> Path:
-    (tmp_path / "one.yaml").write_text(GOLDEN)
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        f"""
-storage: {{path: w.db, csv_dir: reports}}
-node: gpu-node-07
-alerting:
-  failure_threshold: 3
-  success_threshold: 2
-{alerting}
-endpoints:
-  - {{name: vllm-a, api: openai-chat, base_url: "http://llm.test", model: m}}
-probes:
-  - {{endpoint: vllm-a, golden_set: one.yaml, stream: false}}
-"""
-    )
-    path.chmod(0o600)
-    return path
-
 
 PUSH = """  route: alertmanager
   alertmanager:
