@@ -30,9 +30,8 @@ from watchdog import report, retention
 from watchdog.config import SHIPPED_GOLDEN_SETS, Retention
 from watchdog.drift import profile
 from watchdog.golden import load_golden_set
-from watchdog.probers.readiness import TierOutcome
 from watchdog.probers.server_metrics import parse
-from watchdog.result import Answer, ProbeResult
+from watchdog.result import Answer, ProbeResult, TierOutcome
 from watchdog.retention import Summary
 from watchdog.runner import fingerprint, shape_response
 from watchdog.store import Store, _row

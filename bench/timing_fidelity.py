@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 
 from tests.peers import LlamaServer, start_llama_server, stop
-from watchdog.clock import SystemClock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import openai_chat
+from watchdog.runtime.clock import SystemClock
 from watchdog.transport import http_client
 
 QUESTION = "What is the capital of France? Answer with one word."

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from watchdog.alerting.kinds import observe
-from watchdog.alerting.settings import Slo
+from watchdog.endpoint import Slo
 from watchdog.result import Answer, CheckOutcome, ProbeResult
 
 

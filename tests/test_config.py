@@ -9,7 +9,7 @@ import pytest
 
 from watchdog import cli
 from watchdog.config import load_config
-from watchdog.yamlfile import InvalidFile
+from watchdog.parsing.yamlfile import InvalidFile
 
 ROOT = Path(__file__).resolve().parent.parent
 

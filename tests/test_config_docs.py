@@ -16,8 +16,9 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from watchdog.cli import STARTER_CONFIG
-from watchdog.config import Endpoint, Included, Probe, Seconds, TopLevel
-from watchdog.detectors.settings import Ratio, Size
+from watchdog.config import Included, TopLevel
+from watchdog.endpoint import Endpoint, Probe
+from watchdog.parsing.fields import Ratio, Seconds, Size
 from watchdog.schema import (
     RESTART,
     SCHEMA_URL,

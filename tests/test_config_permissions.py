@@ -8,8 +8,8 @@ import pytest
 
 from watchdog import cli
 from watchdog.config import load_config
-from watchdog.permissions import permission_problems, secret_key
-from watchdog.yamlfile import InvalidFile
+from watchdog.parsing.permissions import permission_problems, secret_key
+from watchdog.parsing.yamlfile import InvalidFile
 
 WEBHOOK = "https://hooks.slack.example/services/T000/B000/s3cr3t-webhook"
 ENDPOINT = "endpoints:\n  - {name: e, api: openai-chat, base_url: 'http://h:1'}\n"

@@ -23,7 +23,8 @@ import yaml
 from tests.conftest import need
 from tests.peers import check_config
 from watchdog.config import TopLevel, load_config
-from watchdog.web import app, parse_listen
+from watchdog.parsing.fields import parse_listen
+from watchdog.web import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -12,7 +12,6 @@ import pytest
 from tests.fakenvml import TRACE, UUID, FakeGpu, FakeNvml, samples
 from watchdog.detectors import (
     Context,
-    Finding,
     ProbeWindow,
     XidCount,
     _registry,
@@ -27,6 +26,7 @@ from watchdog.detectors import (
 from watchdog.detectors.leak import robust_slope
 from watchdog.detectors.settings import Gpu, Leak, Throttle
 from watchdog.nvml import GpuProcess, GpuSample, Nvml
+from watchdog.result import Finding
 
 GIB = 1 << 30
 PID = TRACE["meta"]["loader_pid"]

@@ -13,11 +13,11 @@ from dataclasses import dataclass, replace
 import pytest
 
 from tests.faultserver import FaultServer, free_port, gzip_bomb
-from watchdog.clock import SystemClock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import openai_chat
 from watchdog.result import ERROR_CLASSES, Answer
+from watchdog.runtime.clock import SystemClock
 from watchdog.transport import http_client
 
 PROMPT = Prompt(

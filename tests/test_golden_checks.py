@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 
 from watchdog import checks
-from watchdog.durations import parse_duration
 from watchdog.golden import load_golden_set
+from watchdog.parsing.fields import parse_duration
+from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.result import Answer, CheckOutcome
-from watchdog.yamlfile import InvalidFile
 
 DEFAULT_SET = Path(__file__).resolve().parent.parent / "golden_sets" / "default.yaml"
 KNOWN = (

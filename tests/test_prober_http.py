@@ -11,11 +11,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from tests.faultserver import free_port
-from watchdog.clock import SystemClock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import http
 from watchdog.result import Answer
+from watchdog.runtime.clock import SystemClock
 from watchdog.transport import http_client
 
 PROMPT = Prompt(

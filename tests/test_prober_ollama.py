@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from watchdog.clock import SystemClock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import ollama
 from watchdog.result import Answer
+from watchdog.runtime.clock import SystemClock
 from watchdog.transport import http_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ollama"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from tests.faultserver import free_port
-from watchdog.clock import SystemClock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import triton
 from watchdog.result import Answer
+from watchdog.runtime.clock import SystemClock
 from watchdog.transport import http_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "triton"

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import FakeClock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import PROBERS
 from watchdog.result import Answer
@@ -185,7 +185,7 @@ async def test_stream_shapes(body: bytes, error_class: str) -> None:
 def test_every_api_the_config_accepts_has_a_prober_and_an_example() -> None:
     from pathlib import Path
 
-    from watchdog.config import APIS
+    from watchdog.endpoint import APIS
     from watchdog.probers import PROBERS
 
     assert set(PROBERS) == set(APIS)

@@ -16,8 +16,8 @@ import pandas as pd
 from tests.test_status_page_browser import IMAGES, browse, chromium, keep
 from tests.test_store import result
 from watchdog import svg
-from watchdog.drift import Change, Signal
 from watchdog.report_html import render_daily
+from watchdog.result import Change, Signal
 from watchdog.store import Store
 
 NOW = datetime(2026, 11, 23, 12, 30, tzinfo=UTC)

@@ -22,7 +22,7 @@ from tests.test_dashboards import HISTOGRAMS, KNOWN_METRICS
 from tests.test_reference_docs import documented_metrics
 from watchdog.alerting.kinds import KINDS
 from watchdog.cli import parser
-from watchdog.durations import parse_duration
+from watchdog.parsing.fields import parse_duration
 
 ROOT = Path(__file__).resolve().parent.parent
 RUNBOOKS = ROOT / "docs" / "runbooks"

@@ -7,7 +7,13 @@ from datetime import UTC, datetime
 
 import pytest
 
-from watchdog.scheduler import Scheduler, check_cron, cron_trigger, crontab_weekdays, next_run
+from watchdog.runtime.scheduler import (
+    Scheduler,
+    check_cron,
+    cron_trigger,
+    crontab_weekdays,
+    next_run,
+)
 
 
 @pytest.mark.parametrize(

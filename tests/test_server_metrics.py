@@ -18,7 +18,8 @@ import pytest
 from tests.peers import LlamaServer
 from watchdog.probers import server_metrics
 from watchdog.probers.exchange import Failure
-from watchdog.probers.server_metrics import ServerLoad, parse, scrape
+from watchdog.probers.server_metrics import parse, scrape
+from watchdog.result import ServerLoad
 
 FIXTURES = Path(__file__).parent / "fixtures" / "server_metrics"
 VLLM_MODEL = 'model_name="Qwen/Qwen2.5-7B-Instruct"'

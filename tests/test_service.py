@@ -24,7 +24,7 @@ import pytest
 from tests.conftest import need
 from tests.faultserver import FaultServer
 from tests.peers import check_config, free_port, stop_process
-from watchdog.systemd import Notify, credentials
+from watchdog.runtime.systemd import Notify, credentials
 
 ROOT = Path(__file__).resolve().parents[1]
 UNIT = ROOT / "deploy" / "mlops-watchdog.service"

@@ -15,20 +15,17 @@ import pytest
 from tests.conftest import FakeClock
 from tests.test_alert_kinds import result
 from watchdog.alerting.kinds import observe
-from watchdog.alerting.settings import Slo
 from watchdog.checks import canary
 from watchdog.cold import ColdStarts
 from watchdog.config import load_config
 from watchdog.daemon import Daemon
-from watchdog.drift import Change
+from watchdog.endpoint import Slo
 from watchdog.golden import load_golden_set
+from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.probers import readiness
-from watchdog.probers.readiness import TierOutcome
-from watchdog.probers.server_metrics import ServerLoad
-from watchdog.result import Answer
-from watchdog.runner import Run, Runner
+from watchdog.result import Answer, Change, Run, ServerLoad, TierOutcome
+from watchdog.runner import Runner
 from watchdog.store import Store
-from watchdog.yamlfile import InvalidFile
 
 ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

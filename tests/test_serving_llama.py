@@ -17,10 +17,10 @@ from prometheus_client import generate_latest
 
 from tests.conftest import IN_CI, need
 from tests.peers import LlamaServer, PeerMissing, start_llama_server, stop
-from watchdog.clock import SystemClock
 from watchdog.config import Config, load_config
 from watchdog.daemon import Daemon
-from watchdog.runner import Run
+from watchdog.result import Run
+from watchdog.runtime.clock import SystemClock
 from watchdog.store import Store
 from watchdog.transport import http_client
 

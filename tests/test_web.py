@@ -66,7 +66,7 @@ def test_parse_listen(listen: str, parsed: tuple[str, int]) -> None:
 
 def test_bad_listen_is_a_config_error(tmp_path: Path) -> None:
     from watchdog.config import load_config
-    from watchdog.yamlfile import InvalidFile
+    from watchdog.parsing.yamlfile import InvalidFile
 
     path = tmp_path / "c.yaml"
     path.write_text(

@@ -10,7 +10,7 @@ from sqlite_utils import Database
 
 from watchdog import baselines, changes
 from watchdog.config import Config
-from watchdog.drift import Change, Signal
+from watchdog.result import Change, Signal
 
 
 def report(db: Database, config: Config, now: float | None = None) -> list[str]:

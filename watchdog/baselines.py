@@ -16,8 +16,9 @@ import pandas as pd
 from pydantic import Field
 from sqlite_utils import Database
 
-from watchdog.drift import SIGNALS, DriftSettings, Signal, evaluate
-from watchdog.validate import Strict
+from watchdog.drift import SIGNALS, DriftSettings, evaluate
+from watchdog.parsing.validate import Strict
+from watchdog.result import Signal
 
 
 class BaselinePolicy(Strict):

@@ -11,8 +11,7 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from watchdog.drift import Change
-from watchdog.result import ProbeResult
+from watchdog.result import Change, ProbeResult
 
 TEMPLATE_KEYS = frozenset({"template_hash"})
 # The golden set is the operator's own edit, and part of each result's fingerprint already.

@@ -19,14 +19,15 @@ from types import ModuleType
 from typing import Any
 
 import watchdog
-from watchdog.clock import SystemClock
 from watchdog.config import Config, adhoc_config, config_path, load_config
-from watchdog.durations import parse_duration
+from watchdog.parsing.fields import parse_duration
+from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.report import health, write_csv
-from watchdog.runner import Run, Runner
+from watchdog.result import Run
+from watchdog.runner import Runner
+from watchdog.runtime.clock import SystemClock
 from watchdog.store import Store, StoreError
 from watchdog.transport import http_client
-from watchdog.yamlfile import InvalidFile
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DATA = Path(__file__).parent / "data"
@@ -57,7 +58,7 @@ def ensure_ours(package: ModuleType = watchdog) -> None:
 
 def _env() -> dict[str, str]:
     """What ${VAR} reads: the environment, then systemd credentials (LoadCredential=)."""
-    from watchdog.systemd import credentials
+    from watchdog.runtime.systemd import credentials
 
     try:
         return {**credentials(), **os.environ}
@@ -249,7 +250,7 @@ include: [probes/*.yaml]          # one file per endpoint; copy the examples
 def cmd_run(args: argparse.Namespace) -> int:
     from watchdog.alerting.notifiers import build
     from watchdog.daemon import Daemon
-    from watchdog.systemd import Notify
+    from watchdog.runtime.systemd import Notify
 
     config = _load(args)
     store = _open_store(config)
@@ -661,7 +662,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from watchdog import logs, systemd
+    from watchdog.runtime import logs, systemd
 
     logs.setup(
         getattr(args, "log_level", "INFO"),

@@ -4,10 +4,8 @@ latency drift. An endpoint with `warmup: true` had an untimed request absorb tha
 
 from __future__ import annotations
 
-from watchdog.config import Endpoint
-from watchdog.drift import Change
-from watchdog.probers.server_metrics import ServerLoad
-from watchdog.runner import Run
+from watchdog.endpoint import Endpoint
+from watchdog.result import Change, Run, ServerLoad
 
 
 class ColdStarts:

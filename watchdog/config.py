@@ -9,75 +9,28 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     Field,
     ValidationInfo,
     field_validator,
-    model_validator,
 )
 
-from watchdog.alerting.settings import Alerting, Slo
+from watchdog.alerting.settings import Alerting
 from watchdog.baselines import BaselinePolicy
 from watchdog.detectors.settings import Gpu
 from watchdog.drift import DriftSettings
-from watchdog.durations import parse_duration
+from watchdog.endpoint import Endpoint, Probe
 from watchdog.golden import GoldenSet, load_golden_set
-from watchdog.permissions import permission_problems
-from watchdog.validate import Strict, parse
+from watchdog.parsing.fields import Seconds, http_url, parse_listen
+from watchdog.parsing.permissions import permission_problems
+from watchdog.parsing.validate import Strict, parse
+from watchdog.parsing.yamlfile import Document, InvalidFile, Problem, load
 from watchdog.webconfig import WebConfig, load_web_config
-from watchdog.yamlfile import Document, InvalidFile, Problem, load
 
 DEFAULT_PATH = Path("/etc/mlops-watchdog/config.yaml")
 SHIPPED_GOLDEN_SETS = Path(__file__).parent / "data" / "golden_sets"
-APIS = ("openai-chat", "openai-completions", "ollama", "tgi", "triton", "http")
-# Each API's own liveness (health) and readiness (models) routes; `http` services name theirs.
-ROUTES: dict[str, tuple[str | None, str | None]] = {
-    "openai-chat": ("/health", "/v1/models"),
-    "openai-completions": ("/health", "/v1/models"),
-    "ollama": ("/api/version", "/api/tags"),
-    "tgi": ("/health", "/info"),
-    "triton": ("/v2/health/live", "/v2/health/ready"),
-    "http": (None, None),
-}
-# Stacks that serve their own Prometheus metrics at base_url/metrics (Triton's are on port 8002:
-# give `metrics_url`).
-HAS_METRICS = frozenset({"openai-chat", "openai-completions", "tgi"})
-
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _gpu_ref(value: object) -> str | int:
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
-        return value
-    if isinstance(value, str) and re.fullmatch(r"(GPU|MIG)-[0-9a-fA-F-]{8,}", value):
-        return value
-    raise ValueError(
-        f"{value!r} is not a GPU: give its UUID (GPU-…, from `mlops-watchdog gpu` or "
-        "`nvidia-smi -L`) or its NVML index (0, 1, …)"
-    )
-
-
-GpuRef = Annotated[str | int, BeforeValidator(_gpu_ref)]
-NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
-
-
-def http_url(value: str | None, key: str | None) -> str | None:
-    """A URL the watchdog will call: http(s) and a host; no trailing slash to join paths to."""
-    if value is not None and not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"{key} must start with http:// or https:// and name a host")
-    return value.rstrip("/") if value is not None else None
-
-
-def check_timezone(value: str) -> str:
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {value!r}; use an IANA name") from None
-    return value
 
 
 class Storage(Strict):
@@ -114,189 +67,6 @@ class Retention(Strict):
     every: Seconds = 3600.0
     """How often results are rolled up and pruned and freed pages are returned by incremental
     vacuum."""
-
-
-class Endpoint(Strict):
-    """A model server to probe: where it is, which API it speaks, and how to talk to it. `probes/`
-    has an example per serving stack."""
-
-    name: str = Field(pattern=NAME)
-    """The endpoint's name in probes, metrics, alerts and reports: letters, digits, `_`, `.` and
-    `-`, up to 64. Renaming it starts a new history."""
-    api: str
-    """The API it speaks: `openai-chat` (vLLM, llama.cpp, SGLang, LM Studio),
-    `openai-completions`, `ollama`, `tgi`, `triton` (needs `model`) or `http` (a JSON service of
-    your own: needs `path`, `body_template` and `text_path`)."""
-    base_url: str
-    """The server's root URL, http:// or https://, without the API's path (e.g.
-    `http://127.0.0.1:8000`, not `.../v1`)."""
-    model: str | None = None
-    """The model name sent as `model`; by default the first id of `/v1/models`. vLLM and gateways
-    need the served name; Triton needs it for /v2/models/NAME/generate."""
-    headers: dict[str, str] = {}
-    """HTTP headers sent with every request, e.g. `Authorization: "Bearer ${LLM_API_KEY}"`. Write
-    secrets as `${VAR}`: a secret written out in a file every user can read is refused."""
-    timeout_s: Seconds = 60.0
-    """One total deadline per request, connect to last byte. Raise it for slow models or long
-    answers; a request past it is a `timeout`."""
-    max_body_bytes: int = Field(4_000_000, gt=0)
-    """The largest response body read, in bytes counted after decompression; past it the answer
-    is `too_large`."""
-    concurrency: int = Field(1, ge=1, le=64)
-    """Requests in flight to this endpoint at once (`max_concurrency` caps them all together).
-    Keep it low: the watchdog must not load the server it measures."""
-    slo: Slo = Slo()
-    """Latency objectives for this endpoint; the `latency_slo` alert fires when a run breaks
-    them."""
-    gpus: list[GpuRef] = []
-    """The GPUs that serve this endpoint, by UUID (`GPU-…`, from `mlops-watchdog gpu`) or NVML
-    index: energy per token and the idle-while-serving check. UUIDs are safer: NVML's order is the
-    PCI bus order, which CUDA_VISIBLE_DEVICES does not change."""
-    system_prompt: str | None = None
-    """What the application puts before every conversation, sent first unless a golden prompt has
-    its own. Part of the fingerprint: a change is a "template" change event."""
-    path: str | None = None
-    """`api: http` only: the route the request is sent to, starting with `/`."""
-    method: Literal["POST", "PUT"] = "POST"
-    """`api: http` only: the HTTP method of the request."""
-    body_template: str | None = None
-    """`api: http` only: the JSON request body, a sandboxed Jinja2 template with `prompt`,
-    `messages`, `max_tokens` and `temperature`; write values as `{{ prompt | tojson }}`."""
-    text_path: str | None = None
-    """`api: http` only: the dotted path to the answer in the response JSON, e.g. `output.text`."""
-    health_path: str | None = None
-    """The liveness route checked before each run (at most every 30 s for a faster probe while
-    all answers; see `probes[].every`); by default the API's own (`/health` for the OpenAI APIs
-    and TGI, `/api/version` for Ollama, `/v2/health/live` for Triton, none for `http`). `null`
-    turns it off."""
-    ready_path: str | None = None
-    """The readiness route checked before each run, as `health_path` is; by default the API's own
-    (`/v1/models` for the OpenAI APIs, `/info` for TGI, `/api/tags` for Ollama,
-    `/v2/health/ready` for Triton, none for `http`). `null` turns it off."""
-    server_metrics: bool | None = None
-    """Read the engine's own Prometheus metrics at each run (as `health_path` is) and re-export
-    its queue, running requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default
-    on for the OpenAI APIs and TGI, or when `metrics_url` is given; turn it off behind a gateway."""
-    metrics_url: str | None = None
-    """Where the engine's metrics are read; by default `base_url` + `/metrics`. Triton serves
-    them on port 8002: give it here."""
-    warmup: bool = False
-    """Send one untimed request before each run's timed ones, so a model that was unloaded (Ollama
-    after 5 idle minutes) is not timed loading."""
-    reasoning_tokens: int = Field(0, ge=0, le=131072)
-    """Tokens added to every prompt's `max_tokens`: room for a reasoning model to think before it
-    answers. An answer that is all reasoning fails the `reasoning_only` check."""
-
-    @property
-    def liveness_path(self) -> str | None:
-        return self._route("health_path", 0)
-
-    @property
-    def readiness_path(self) -> str | None:
-        return self._route("ready_path", 1)
-
-    def _route(self, key: str, which: int) -> str | None:
-        if key in self.model_fields_set:
-            value: str | None = getattr(self, key)
-            return value or None
-        return ROUTES[self.api][which]
-
-    @property
-    def metrics_source(self) -> str | None:
-        """Where the engine's metrics are read, or None when they are not."""
-        wanted = self.server_metrics
-        if wanted is None:
-            wanted = self.metrics_url is not None or self.api in HAS_METRICS
-        if not wanted:
-            return None
-        return self.metrics_url or self.base_url + "/metrics"
-
-    @field_validator("health_path", "ready_path", "path")
-    @classmethod
-    def _route_path(cls, value: str | None) -> str | None:
-        if value and not value.startswith("/"):
-            raise ValueError(f"a route starts with /, e.g. /{value}")
-        return value
-
-    @model_validator(mode="after")
-    def _api_needs(self) -> Endpoint:
-        if self.api == "http":
-            if not (self.path and self.body_template and self.text_path):
-                raise ValueError("api: http needs `path`, `body_template` and `text_path`")
-            from watchdog.probers.http import check_template
-
-            problem = check_template(self.body_template)
-            if problem:
-                hint = "; write values as {{ prompt | tojson }}" if "to JSON" in problem else ""
-                raise ValueError(problem + hint)
-        if self.api == "triton" and not self.model:
-            raise ValueError("api: triton needs `model` (the name in /v2/models/NAME/generate)")
-        return self
-
-    @field_validator("api")
-    @classmethod
-    def _known_api(cls, value: str) -> str:
-        if value not in APIS:
-            raise ValueError(f"unknown api {value!r}; supported: {', '.join(APIS)}")
-        return value
-
-    @field_validator("base_url", "metrics_url")
-    @classmethod
-    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return http_url(value, info.field_name)
-
-
-class Probe(Strict):
-    """One golden set run against one endpoint on a schedule: every `every`, or at the times of
-    `cron`. A probe never overlaps itself: a run still going when the next is due skips it."""
-
-    endpoint: str
-    """The `name` of the endpoint to probe."""
-    golden_set: str
-    """The golden set to run: a file, relative to the config file, or the name of a set shipped
-    with the package (`default`, `injection`)."""
-    every: Seconds | None = None
-    """The interval between runs; 60s when neither `every` nor `cron` is given. Shorter catches
-    outages sooner and costs the server more requests. Under 30s, the endpoint's health, ready and
-    engine-metrics routes and its identity are read at most every 30s while its prompts are
-    answered and those routes pass, and again right after any failed prompt."""
-    cron: str | None = None
-    """Instead of `every`: a crontab line (minute hour day month weekday; weekday 0 is Sunday) in
-    `timezone`, e.g. `"0 6 * * *"`."""
-    timezone: str = "UTC"
-    """The IANA time zone `cron` runs in, e.g. `Europe/Berlin`."""
-    jitter: Seconds | None = None
-    """A random delay of up to this much added to each run, so that many probes do not fire at
-    the same instant."""
-    misfire_grace: Seconds = 30.0
-    """How late a run may start (a busy or suspended machine) before it is skipped."""
-    stream: bool = True
-    """Stream the answer (measures TTFT and inter-token latency) or ask for the whole answer at
-    once."""
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        return check_timezone(value)
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        from watchdog.scheduler import check_cron
-
-        if value is not None:
-            check_cron(value)
-        return value
-
-    @model_validator(mode="after")
-    def _one_schedule(self) -> Probe:
-        if self.every is not None and self.cron is not None:
-            raise ValueError("give `every` or `cron`, not both")
-        return self
-
-    @property
-    def interval_s(self) -> float:
-        return self.every if self.every is not None else 60.0
 
 
 class TopLevel(Strict):
@@ -345,8 +115,6 @@ class TopLevel(Strict):
 
 
 def _listen(value: str) -> str:
-    from watchdog.web import parse_listen
-
     if value:
         parse_listen(value)
     return value

@@ -20,22 +20,22 @@ from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.notifiers.alertmanager import AlertmanagerPusher
 from watchdog.alerting.sender import Notifier, Sender
-from watchdog.clock import Clock
 from watchdog.cold import ColdStarts
-from watchdog.config import Config, Probe
-from watchdog.detectors import Finding
-from watchdog.drift import Change, Signal
+from watchdog.config import Config
+from watchdog.endpoint import Probe
 from watchdog.gpu_metrics import GpuCollector
 from watchdog.metrics import AlertingCollector, NodeLabelled, ProbeCollector, ProbeMetrics
 from watchdog.nvml import Nvml
+from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.probers.gpu import GpuWatch
 from watchdog.report import health, write_csv
 from watchdog.report_html import render_daily
-from watchdog.runner import Run, Runner
-from watchdog.scheduler import Scheduler
+from watchdog.result import Change, Finding, Run, Signal
+from watchdog.runner import Runner
+from watchdog.runtime.clock import Clock
+from watchdog.runtime.scheduler import Scheduler
+from watchdog.runtime.systemd import Notify
 from watchdog.store import Store, StoreError
-from watchdog.systemd import Notify
-from watchdog.yamlfile import InvalidFile
 
 log = logging.getLogger("mlops_watchdog.daemon")
 SHUTDOWN_GRACE_S = 6.0  # systemd waits 90 s by default; DESIGN asks for exit within 10 s

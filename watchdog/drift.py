@@ -17,18 +17,17 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 from pydantic import Field
 
+from watchdog.parsing.validate import Strict
+from watchdog.result import Signal, Status
 from watchdog.stats import benjamini_hochberg, fisher_less, mann_whitney_u
-from watchdog.validate import Strict
 
 SIGNALS = ("latency", "format_accuracy", "output")
-Status = Literal["ok", "drift", "inconclusive"]
 STATUS_VALUE = {"ok": 0, "drift": 1, "inconclusive": -1}  # mlops_watchdog_drift_status
 
 
@@ -55,38 +54,6 @@ class DriftSettings(Strict):
     """How noisy a baseline may be and still be judged: an e2e spread (IQR over median) above
     this makes latency `inconclusive`, and a prompt whose baseline answers are less similar to
     each other than 1 - this is left out of output drift."""
-
-
-@dataclass(frozen=True)
-class Signal:
-    endpoint: str
-    golden_set: str
-    signal: str  # one of SIGNALS
-    status: Status
-    score: float | None  # the signal's effect: p50 ratio - 1, pass-rate drop, similarity drop
-    detail: str  # for people: what was compared, the numbers, and why this status
-    p_value: float | None = None
-    baseline_fingerprint: str | None = None
-    current_fingerprint: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class Change:
-    """Something about an endpoint changed: what answers (fingerprint) or what it is asked
-    (the system prompt or template in the config)."""
-
-    endpoint: str
-    at: str  # RFC 3339 UTC
-    kind: Literal["fingerprint", "template"]
-    before: str | None  # short hashes
-    after: str
-    detail: str  # for people: which parts changed, e.g. "model id A → B"
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 BUCKETS = 512  # hashed character 3-gram buckets in a profile

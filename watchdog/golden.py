@@ -11,8 +11,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from watchdog import checks as checks_mod
-from watchdog.validate import Strict, parse
-from watchdog.yamlfile import Document, InvalidFile, load
+from watchdog.parsing.validate import Strict, parse
+from watchdog.parsing.yamlfile import Document, InvalidFile, load
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 

@@ -26,10 +26,9 @@ from watchdog import __version__
 from watchdog.alerting import outbox
 from watchdog.alerting.kinds import PROBE_KINDS, leaked
 from watchdog.config import Config
-from watchdog.drift import STATUS_VALUE, Signal
-from watchdog.probers.readiness import TierOutcome
-from watchdog.probers.server_metrics import EXPORTED, ServerLoad
-from watchdog.result import ERROR_CLASSES, ProbeResult
+from watchdog.drift import STATUS_VALUE
+from watchdog.probers.server_metrics import EXPORTED
+from watchdog.result import ERROR_CLASSES, ProbeResult, ServerLoad, Signal, TierOutcome
 
 PREFIX = "mlops_watchdog_"
 # Latency of LLM requests: 10 ms to 2 min.

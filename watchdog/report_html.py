@@ -13,7 +13,8 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
 from watchdog import svg
-from watchdog.drift import SIGNALS, Change, Signal
+from watchdog.drift import SIGNALS
+from watchdog.result import Change, Signal
 
 WINDOW = timedelta(hours=24)
 MAX_PROMPTS = 5  # failing prompts named per error class; the CSV report lists every prompt

@@ -1,9 +1,13 @@
-"""What one golden prompt against one endpoint produced: timings, text, checks, error class."""
+"""What is observed: one golden prompt's answer and its checks (ProbeResult), a whole probe run
+(Run) with its readiness tiers and the engine's own load, change events, drift signals and GPU
+findings. Every other part of the watchdog produces or consumes these; this module imports
+none of them."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from datetime import datetime
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 ErrorClass = Literal[
@@ -21,6 +25,11 @@ ErrorClass = Literal[
 ]
 ERROR_CLASSES: tuple[str, ...] = ErrorClass.__args__  # type: ignore[attr-defined]
 TokenSource = Literal["usage", "server_timings", "estimate"]
+Status = Literal["ok", "drift", "inconclusive"]  # of a drift signal
+# llama-server has no process_start_time_seconds but sends this header with /metrics. Despite
+# its name it is ggml_time_us() at startup, a monotonic clock (microseconds since boot on
+# Linux), so it is kept as an opaque marker that changes when the process restarts.
+START_MARKER_HEADER = "Process-Start-Time-Unix"
 
 
 @dataclass(frozen=True)
@@ -145,6 +154,151 @@ class ProbeResult:
         }
 
 
+@dataclass(frozen=True)
+class TierOutcome:
+    tier: str
+    ok: bool
+    detail: str  # what was asked and what came back, for people
+    path: str | None = None
+    status_code: int | None = None
+    latency_s: float | None = None
+    error_class: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(vars(self))  # flat fields: asdict's deep copy cost more than the rest
+
+
+@dataclass(frozen=True)
+class TtftHistogram:
+    """Cumulative counts per upper bound (le, ascending, +Inf last), with sum and count."""
+
+    buckets: tuple[tuple[float, float], ...]
+    sum: float
+    count: float
+
+
+@dataclass(frozen=True)
+class ServerLoad:
+    """One read of an engine's /metrics. `values` holds only the names the engine exposes;
+    `sources` says which engine metric each came from; `started_at` is Unix seconds;
+    `start_marker` is an opaque value that changes on restart; `totals` is one entry per counter
+    series (`name{label="value"}`). The last three are kept to tell a restart."""
+
+    values: dict[str, float]
+    ttft: TtftHistogram | None = None
+    started_at: float | None = None
+    totals: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    start_marker: str | None = None
+
+    def restarted_since(self, previous: ServerLoad) -> str | None:
+        """Why the engine must have restarted between `previous` and this read, or None."""
+        if (
+            self.started_at is not None
+            and previous.started_at is not None
+            and self.started_at != previous.started_at
+        ):
+            return (
+                f"process start time changed from {_when(previous.started_at)} "
+                f"to {_when(self.started_at)}"
+            )
+        if (
+            self.start_marker is not None
+            and previous.start_marker is not None
+            and self.start_marker != previous.start_marker
+        ):
+            return (
+                f"{START_MARKER_HEADER} header changed from {previous.start_marker} "
+                f"to {self.start_marker}"
+            )
+        # Only series present both times: a series that appears or vanishes (a model loaded
+        # or unloaded) says nothing about the process.
+        for key in sorted(self.totals.keys() & previous.totals.keys()):
+            before, now = previous.totals[key], self.totals[key]
+            if now < before:
+                return f"counter {key} went down from {_number(before)} to {_number(now)}"
+        return None
+
+    def to_json(self) -> dict[str, Any]:
+        """A compact, JSON-able record for storage."""
+        return {
+            "values": dict(self.values),
+            "ttft": None if self.ttft is None else {"sum": self.ttft.sum, "count": self.ttft.count},
+            "started_at": self.started_at,
+        }
+
+
+@dataclass
+class Run:
+    run_id: str
+    results: list[ProbeResult]
+    identity: dict[str, Any]
+    # Liveness and readiness when they were read for this run (not at every run of a fast
+    # probe: see LOOK_EVERY_S), and completion.
+    tiers: list[TierOutcome] = field(default_factory=list)
+    load: ServerLoad | None = None  # the engine's own metrics, when read for this run
+    load_error: str | None = None  # why they could not be read
+
+    def tier(self, name: str) -> TierOutcome | None:
+        return next((t for t in self.tiers if t.tier == name), None)
+
+    def tier_rows(self) -> list[dict[str, Any]]:
+        return [t.to_json() for t in self.tiers]
+
+    def load_row(self) -> dict[str, Any] | None:
+        """The engine's metrics as stored next to the run's results, or why they are missing."""
+        if self.load is None and self.load_error is None:
+            return None
+        at = self.results[0].started_at.timestamp() if self.results else None
+        return {
+            "at_ts": at,
+            "ok": int(self.load is not None),
+            "load": json.dumps(self.load.to_json()) if self.load else None,
+            "detail": self.load_error,
+        }
+
+
+@dataclass(frozen=True)
+class Signal:
+    endpoint: str
+    golden_set: str
+    signal: str  # one of SIGNALS
+    status: Status
+    score: float | None  # the signal's effect: p50 ratio - 1, pass-rate drop, similarity drop
+    detail: str  # for people: what was compared, the numbers, and why this status
+    p_value: float | None = None
+    baseline_fingerprint: str | None = None
+    current_fingerprint: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Change:
+    """Something about an endpoint changed: what answers (fingerprint) or what it is asked
+    (the system prompt or template in the config)."""
+
+    endpoint: str
+    at: str  # RFC 3339 UTC
+    kind: Literal["fingerprint", "template"]
+    before: str | None  # short hashes
+    after: str
+    detail: str  # for people: which parts changed, e.g. "model id A → B"
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Finding:
+    subject: str  # a GPU UUID, an endpoint name, or "gpus" for the host's GPU count
+    failing: bool
+    summary: str  # for people: what was seen, and for failures the likely cause
+    gpu: str | None = None  # the GPU concerned, when the subject is an endpoint
+    value: float | None = None  # the detector's measure, exported as a metric
+
+
 def percentile(sorted_values: list[float], pct: float) -> float | None:
     """Linear-interpolated percentile of already sorted values (numpy's default method)."""
     if not sorted_values:
@@ -153,3 +307,14 @@ def percentile(sorted_values: list[float], pct: float) -> float | None:
     lo = int(k)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def _number(value: float) -> str:
+    return f"{value:.15g}"
+
+
+def _when(unix_s: float) -> str:
+    try:
+        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
+    except (OverflowError, OSError, ValueError):  # not a plausible time: say it as it came
+        return _number(unix_s)

@@ -8,23 +8,23 @@ import json
 import secrets
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 import httpx
 
-from watchdog.clock import Clock
-from watchdog.config import Config, Endpoint, Probe
+from watchdog.config import Config
 from watchdog.drift import profile
+from watchdog.endpoint import Endpoint, Probe
 from watchdog.golden import GoldenSet, Prompt
 from watchdog.probers import PROBERS, readiness
 from watchdog.probers.exchange import TRANSPORT_ERRORS, classify
 from watchdog.probers.identity import identify
 from watchdog.probers.openai_common import headers
-from watchdog.probers.readiness import TierOutcome
-from watchdog.probers.server_metrics import ServerLoad, scrape
-from watchdog.result import Answer, CheckOutcome, ProbeResult
+from watchdog.probers.server_metrics import scrape
+from watchdog.result import Answer, CheckOutcome, ProbeResult, Run, ServerLoad, TierOutcome
+from watchdog.runtime.clock import Clock
 
 # While an endpoint answers and its routes are well, its health and ready routes, engine metrics
 # and identity are read at most this often: a probe every second need not load the server it
@@ -46,36 +46,6 @@ class Look:
     def well(self) -> bool:
         """Routes that answer. Engine metrics that cannot be read are a gap, not an outage."""
         return all(t.ok for t in self.tiers)
-
-
-@dataclass
-class Run:
-    run_id: str
-    results: list[ProbeResult]
-    identity: dict[str, Any]
-    # Liveness and readiness when they were read for this run (not at every run of a fast
-    # probe: see LOOK_EVERY_S), and completion.
-    tiers: list[TierOutcome] = field(default_factory=list)
-    load: ServerLoad | None = None  # the engine's own metrics, when read for this run
-    load_error: str | None = None  # why they could not be read
-
-    def tier(self, name: str) -> TierOutcome | None:
-        return next((t for t in self.tiers if t.tier == name), None)
-
-    def tier_rows(self) -> list[dict[str, Any]]:
-        return [t.to_json() for t in self.tiers]
-
-    def load_row(self) -> dict[str, Any] | None:
-        """The engine's metrics as stored next to the run's results, or why they are missing."""
-        if self.load is None and self.load_error is None:
-            return None
-        at = self.results[0].started_at.timestamp() if self.results else None
-        return {
-            "at_ts": at,
-            "ok": int(self.load is not None),
-            "load": json.dumps(self.load.to_json()) if self.load else None,
-            "detail": self.load_error,
-        }
 
 
 def fingerprint(identity: dict[str, Any], system_fingerprint: str | None, golden_hash: str) -> str:

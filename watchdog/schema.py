@@ -10,9 +10,9 @@ from typing import Any
 
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
-from watchdog.config import APIS, NAME, Endpoint, Probe, TopLevel, _gpu_ref
-from watchdog.detectors.settings import _ratio, _size
-from watchdog.durations import parse_duration
+from watchdog.config import TopLevel
+from watchdog.endpoint import APIS, NAME, Endpoint, Probe, _gpu_ref
+from watchdog.parsing.fields import _ratio, _size, parse_duration
 
 SCHEMA_URL = (
     "https://raw.githubusercontent.com/mlops-watchdog/mlops-watchdog/main/deploy/config.schema.json"

@@ -10,7 +10,7 @@ from watchdog.result import ProbeResult
 
 if TYPE_CHECKING:
     from watchdog.nvml import GpuSample
-    from watchdog.probers.readiness import TierOutcome
+    from watchdog.result import TierOutcome
 
 HEADER = ("ENDPOINT", "PROMPT", "RESULT", "TTFT", "E2E", "ITL P50", "TOKENS", "TOK/S", "DETAIL")
 

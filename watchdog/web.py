@@ -12,17 +12,10 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from watchdog import __version__, status
+from watchdog.parsing.fields import parse_listen
 from watchdog.store import Store
 from watchdog.webauth import BasicAuth, auth_middleware
 from watchdog.webconfig import WebConfig, ssl_context
-
-
-def parse_listen(value: str) -> tuple[str, int]:
-    """`127.0.0.1:9464`, `[::1]:9464` or `:9464` (all interfaces)."""
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"{value!r} is not HOST:PORT")
-    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def app(

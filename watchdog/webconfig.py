@@ -34,9 +34,9 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, model_validator
 
-from watchdog.permissions import file_mode, readable_by_others
-from watchdog.validate import Strict, parse
-from watchdog.yamlfile import Document, InvalidFile, load
+from watchdog.parsing.permissions import file_mode, readable_by_others
+from watchdog.parsing.validate import Strict, parse
+from watchdog.parsing.yamlfile import Document, InvalidFile, load
 
 log = logging.getLogger("mlops_watchdog.web")
 

@@ -14,12 +14,9 @@ from sqlite_utils import Database
 from watchdog.alerting import outbox, silences
 from watchdog.alerting.kinds import KINDS, Observation, observe
 from watchdog.alerting.machine import FIRING, Event, Policy, State, step
-from watchdog.alerting.settings import Alerting, Slo
-from watchdog.config import Endpoint
-from watchdog.detectors import Finding
-from watchdog.drift import Change
-from watchdog.probers.readiness import TierOutcome
-from watchdog.result import ProbeResult
+from watchdog.alerting.settings import Alerting
+from watchdog.endpoint import Endpoint, Slo
+from watchdog.result import Change, Finding, ProbeResult, TierOutcome
 
 log = logging.getLogger("mlops_watchdog.alerting")
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, replace
 
-from watchdog.alerting.settings import Slo
 from watchdog.checks import CANARY
-from watchdog.probers.readiness import TierOutcome
-from watchdog.result import ProbeResult
+from watchdog.endpoint import Slo
+from watchdog.result import ProbeResult, TierOutcome
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 from watchdog.alerting import outbox
 from watchdog.alerting.messages import Renderer, TemplateProblem
 from watchdog.alerting.notifiers.slack import Delivery
-from watchdog.clock import Clock
+from watchdog.runtime.clock import Clock
 from watchdog.store import Store
 
 log = logging.getLogger("mlops_watchdog.alerting")

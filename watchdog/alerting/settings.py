@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BeforeValidator, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-from watchdog.durations import parse_duration
-from watchdog.validate import Strict
+from watchdog.alerting.kinds import KINDS
+from watchdog.parsing.fields import Seconds, check_timezone, http_url
+from watchdog.parsing.validate import Strict
+from watchdog.runtime.scheduler import check_cron
 
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
 Severity = Literal["critical", "warning", "info"]
 # The runbooks shipped in this repository, docs/runbooks/<kind>.md.
 RUNBOOKS = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
-
-
-class Slo(Strict):
-    """Latency objectives: the median of a probe run's answers must stay within them (the
-    daemon's `latency_slo` alert); Prometheus' `LatencySLOBreached` rule holds the p95 over its
-    window to the same values."""
-
-    ttft_s: Seconds | None = None
-    """Time to first token: a run whose median TTFT is above this breaks the SLO. None: no
-    objective."""
-    e2e_s: Seconds | None = None
-    """End to end, request to last byte: a run whose median e2e latency is above this breaks the
-    SLO. None: no objective."""
 
 
 class Slack(Strict):
@@ -76,16 +64,12 @@ class Maintenance(Strict):
     @field_validator("cron")
     @classmethod
     def _cron(cls, value: str) -> str:
-        from watchdog.scheduler import check_cron
-
         check_cron(value)
         return value
 
     @field_validator("timezone")
     @classmethod
     def _zone(cls, value: str) -> str:
-        from watchdog.config import check_timezone
-
         return check_timezone(value)
 
 
@@ -104,8 +88,6 @@ class AlertmanagerPush(Strict):
     @field_validator("urls")
     @classmethod
     def _urls(cls, value: list[str]) -> list[str]:
-        from watchdog.config import http_url
-
         return [str(http_url(url, "each of alerting.alertmanager.urls")) for url in value]
 
 
@@ -159,8 +141,6 @@ class Alerting(Strict):
     @field_validator("runbook_base_url")
     @classmethod
     def _runbooks(cls, value: str) -> str:
-        from watchdog.config import http_url
-
         return f"{http_url(value, 'alerting.runbook_base_url')}/"
 
     def runbook(self, kind: str) -> str:
@@ -169,8 +149,6 @@ class Alerting(Strict):
     @field_validator("severity")
     @classmethod
     def _kinds(cls, value: dict[str, str]) -> dict[str, str]:
-        from watchdog.alerting.kinds import KINDS
-
         unknown = sorted(set(value) - set(KINDS))
         if unknown:
             raise ValueError(f"unknown alert kind(s) {unknown}; known: {', '.join(KINDS)}")

@@ -11,7 +11,7 @@ from sqlite_utils import Database
 
 from watchdog.alerting.outbox import iso
 from watchdog.alerting.settings import Maintenance
-from watchdog.scheduler import in_window
+from watchdog.runtime.scheduler import in_window
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from watchdog.detectors.settings import Gpu
 from watchdog.nvml import GpuSample
+from watchdog.result import Finding
 
 
 @dataclass(frozen=True)
@@ -44,15 +45,6 @@ class Context:
     gpu_count: int = 0
     gpu_count_max: int = 0  # over hardware.missing_window
     names: Mapping[str, str] = field(default_factory=dict)  # UUID: "GPU 0 (NVIDIA H100 ...)"
-
-
-@dataclass(frozen=True)
-class Finding:
-    subject: str  # a GPU UUID, an endpoint name, or "gpus" for the host's GPU count
-    failing: bool
-    summary: str  # for people: what was seen, and for failures the likely cause
-    gpu: str | None = None  # the GPU concerned, when the subject is an endpoint
-    value: float | None = None  # the detector's measure, exported as a metric
 
 
 Detector = Callable[[Context], list[Finding]]

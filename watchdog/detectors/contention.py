@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from watchdog.detectors import Context, Finding
+from watchdog.detectors import Context
 from watchdog.detectors._format import size
 from watchdog.nvml import GpuProcess
+from watchdog.result import Finding
 
 
 def detect(context: Context) -> list[Finding]:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from watchdog.detectors import Context, Finding
+from watchdog.detectors import Context
 from watchdog.detectors._format import duration
+from watchdog.result import Finding
 
 # The common meaning of well-known XIDs (NVIDIA's XID catalogue), so a page says what broke.
 XID_MEANING = {

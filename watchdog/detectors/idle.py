@@ -5,8 +5,9 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 
-from watchdog.detectors import Context, Finding, ProbeWindow
+from watchdog.detectors import Context, ProbeWindow
 from watchdog.nvml import GpuSample
+from watchdog.result import Finding
 
 CAUSE = (
     "the server likely runs on the CPU — a missing CUDA_VISIBLE_DEVICES, or a CPU fallback "

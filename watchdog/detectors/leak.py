@@ -5,9 +5,10 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from watchdog.detectors import Context, Finding
+from watchdog.detectors import Context
 from watchdog.detectors._format import duration, size
 from watchdog.nvml import GpuSample
+from watchdog.result import Finding
 
 MAX_POINTS = 120  # Theil–Sen is quadratic: 30 min at 5 s would be 130k pairs, 120 points 7k
 MIN_COVER = 0.8  # of the window, before a slope means anything

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from watchdog.detectors import Context, Finding
+from watchdog.detectors import Context
 from watchdog.detectors._format import duration
+from watchdog.result import Finding
 
 
 def detect(context: Context) -> list[Finding]:

@@ -3,47 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import (
-    BeforeValidator,
-    ByteSize,
     Field,
-    TypeAdapter,
-    ValidationError,
     field_validator,
 )
 
-from watchdog.durations import parse_duration
-from watchdog.validate import Strict
+from watchdog.parsing.fields import Ratio, Seconds, Size
+from watchdog.parsing.validate import Strict
 
-Seconds = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _ratio(value: object) -> object:
-    """0.05 or "5%"; a bare 5 is a mistake worth naming, not 500 %."""
-    if isinstance(value, str) and value.strip().endswith("%"):
-        try:
-            return float(value.strip()[:-1]) / 100
-        except ValueError:
-            pass
-    if isinstance(value, int | float) and not isinstance(value, bool) and not 0 <= value <= 1:
-        raise ValueError(f'{value!r} is not a ratio from 0 to 1; write e.g. 0.05 or "5%"')
-    return value
-
-
-_BYTES = TypeAdapter(ByteSize)
-
-
-def _size(value: object) -> object:
-    try:
-        return _BYTES.validate_python(value)
-    except ValidationError:
-        raise ValueError(f"{value!r} is not a size; write e.g. 512MiB or 2GiB") from None
-
-
-Ratio = Annotated[float, BeforeValidator(_ratio), Field(ge=0, le=1)]
-Size = Annotated[int, BeforeValidator(_size), Field(gt=0)]
 # Clock-event reasons that mean the GPU is held back by heat or by its power budget.
 THROTTLE_REASONS = (
     "sw_power_cap",

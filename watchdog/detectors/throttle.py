@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from watchdog.detectors import Context, Finding
+from watchdog.detectors import Context
 from watchdog.detectors._format import duration
 from watchdog.nvml import GpuSample
+from watchdog.result import Finding
 
 POWER = frozenset({"sw_power_cap", "hw_power_brake_slowdown"})
 # hw_slowdown is raised for heat as well as for power brake, so it earns a temperature too.

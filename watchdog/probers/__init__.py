@@ -6,11 +6,11 @@ from collections.abc import Awaitable, Callable
 
 import httpx
 
-from watchdog.clock import Clock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers import http, ollama, openai_chat, openai_completions, tgi, triton
 from watchdog.result import Answer
+from watchdog.runtime.clock import Clock
 
 ProbeFn = Callable[
     [httpx.AsyncClient, Endpoint, str | None, Prompt, bool, Clock], Awaitable[Answer]

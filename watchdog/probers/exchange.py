@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from watchdog.clock import Clock
 from watchdog.result import Answer, ErrorClass
+from watchdog.runtime.clock import Clock
 
 # We decompress ourselves so that the cap applies to decompressed bytes without ever holding
 # more than one bounded chunk: httpx would inflate a whole network read at once (gzip bomb).

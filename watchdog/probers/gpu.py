@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 from watchdog import detectors
 from watchdog.config import Config
-from watchdog.detectors import Context, Finding, ProbeWindow, XidCount
+from watchdog.detectors import Context, ProbeWindow, XidCount
 from watchdog.nvml import GpuSample, Nvml, Snapshot
-from watchdog.result import ProbeResult
+from watchdog.result import Finding, ProbeResult
 from watchdog.store import Store
 from watchdog.store import gpu as gpu_rows
 

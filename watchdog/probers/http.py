@@ -10,18 +10,12 @@ import httpx
 from jinja2 import StrictUndefined, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from watchdog.clock import Clock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
-from watchdog.probers.exchange import (
-    Failure,
-    body_chunks,
-    decode,
-    parse_json,
-    timed,
-)
+from watchdog.probers.exchange import Failure, body_chunks, decode, parse_json, timed
 from watchdog.probers.openai_common import headers
 from watchdog.result import Answer
+from watchdog.runtime.clock import Clock
 
 # What check_template renders with: quotes and a newline, so that a template that pastes the
 # prompt in without `tojson` fails at config time rather than at 3 a.m.

@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.probers.exchange import TRANSPORT_ERRORS, get_json
 from watchdog.probers.openai_common import headers
 

@@ -10,8 +10,7 @@ from typing import Any
 import httpx
 
 from watchdog import __version__
-from watchdog.clock import Clock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.probers.exchange import (
     ACCEPT_ENCODING,
     Failure,
@@ -23,6 +22,7 @@ from watchdog.probers.exchange import (
     timed,
 )
 from watchdog.result import Answer
+from watchdog.runtime.clock import Clock
 
 
 @dataclass(frozen=True)

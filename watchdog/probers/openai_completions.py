@@ -6,11 +6,11 @@ from typing import Any
 
 import httpx
 
-from watchdog.clock import Clock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers.openai_common import Piece, exchange, request_body
 from watchdog.result import Answer
+from watchdog.runtime.clock import Clock
 
 
 def piece_of(choice: dict[str, Any], delta: bool) -> Piece:

@@ -7,35 +7,20 @@ from __future__ import annotations
 import contextlib
 import json
 from collections import Counter
-from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
-from watchdog.clock import Clock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.probers.exchange import body_chunks, timed
 from watchdog.probers.openai_common import headers
-from watchdog.result import Answer, ProbeResult
+from watchdog.result import Answer, ProbeResult, TierOutcome
+from watchdog.runtime.clock import Clock
 
 TIERS = ("liveness", "readiness", "completion")
 # A health route answers in milliseconds; waiting the full completion timeout on it helps nobody.
 TIER_TIMEOUT_S = 10.0
 TIER_BODY_BYTES = 1 << 20
-
-
-@dataclass(frozen=True)
-class TierOutcome:
-    tier: str
-    ok: bool
-    detail: str  # what was asked and what came back, for people
-    path: str | None = None
-    status_code: int | None = None
-    latency_s: float | None = None
-    error_class: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(vars(self))  # flat fields: asdict's deep copy cost more than the rest
 
 
 async def check(

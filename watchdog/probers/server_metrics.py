@@ -5,15 +5,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, Literal
+from typing import Final, Literal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from watchdog.probers.exchange import ACCEPT_ENCODING, Failure, get_text
+from watchdog.result import START_MARKER_HEADER, ServerLoad, TtftHistogram
 
 # Operator-facing name -> the engine metric names that carry it, first one present wins. Current
 # names come before former ones, so an upstream rename costs one more entry and no code.
@@ -59,10 +59,6 @@ TTFT_NAMES: Final = (
 )
 
 START_TIME_NAME: Final = "process_start_time_seconds"
-# llama-server has no process_start_time_seconds but sends this header with /metrics. Despite
-# its name it is ggml_time_us() at startup, a monotonic clock (microseconds since boot on
-# Linux), so it is kept as an opaque marker that changes when the process restarts.
-START_MARKER_HEADER: Final = "Process-Start-Time-Unix"
 # Cumulative counters that only a restart (or an unloaded model) sends down. Names as the engines
 # write them; counters without `_total` (TGI, Triton) match too.
 RESTART_COUNTERS: Final = (
@@ -123,66 +119,6 @@ SCRAPE_HEADERS: Final = {
 class _Sample:
     labels: Mapping[str, str]
     value: float
-
-
-@dataclass(frozen=True)
-class TtftHistogram:
-    """Cumulative counts per upper bound (le, ascending, +Inf last), with sum and count."""
-
-    buckets: tuple[tuple[float, float], ...]
-    sum: float
-    count: float
-
-
-@dataclass(frozen=True)
-class ServerLoad:
-    """One read of an engine's /metrics. `values` holds only the names the engine exposes;
-    `sources` says which engine metric each came from; `started_at` is Unix seconds;
-    `start_marker` is an opaque value that changes on restart; `totals` is one entry per counter
-    series (`name{label="value"}`). The last three are kept to tell a restart."""
-
-    values: dict[str, float]
-    ttft: TtftHistogram | None = None
-    started_at: float | None = None
-    totals: dict[str, float] = field(default_factory=dict)
-    sources: dict[str, str] = field(default_factory=dict)
-    start_marker: str | None = None
-
-    def restarted_since(self, previous: ServerLoad) -> str | None:
-        """Why the engine must have restarted between `previous` and this read, or None."""
-        if (
-            self.started_at is not None
-            and previous.started_at is not None
-            and self.started_at != previous.started_at
-        ):
-            return (
-                f"process start time changed from {_when(previous.started_at)} "
-                f"to {_when(self.started_at)}"
-            )
-        if (
-            self.start_marker is not None
-            and previous.start_marker is not None
-            and self.start_marker != previous.start_marker
-        ):
-            return (
-                f"{START_MARKER_HEADER} header changed from {previous.start_marker} "
-                f"to {self.start_marker}"
-            )
-        # Only series present both times: a series that appears or vanishes (a model loaded
-        # or unloaded) says nothing about the process.
-        for key in sorted(self.totals.keys() & previous.totals.keys()):
-            before, now = previous.totals[key], self.totals[key]
-            if now < before:
-                return f"counter {key} went down from {_number(before)} to {_number(now)}"
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        """A compact, JSON-able record for storage."""
-        return {
-            "values": dict(self.values),
-            "ttft": None if self.ttft is None else {"sum": self.ttft.sum, "count": self.ttft.count},
-            "started_at": self.started_at,
-        }
 
 
 def parse(text: str) -> ServerLoad:
@@ -285,14 +221,3 @@ def _series(name: str, labels: Mapping[str, str]) -> str:
 def _short(exc: ValueError) -> str:
     text = str(exc) or "a malformed line"
     return text if len(text) <= 120 else text[:119] + "…"
-
-
-def _number(value: float) -> str:
-    return f"{value:.15g}"
-
-
-def _when(unix_s: float) -> str:
-    try:
-        return datetime.fromtimestamp(unix_s, UTC).isoformat(timespec="seconds")
-    except (OverflowError, OSError, ValueError):  # not a plausible time: say it as it came
-        return _number(unix_s)

@@ -8,8 +8,7 @@ from typing import Any
 
 import httpx
 
-from watchdog.clock import Clock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
@@ -25,6 +24,7 @@ from watchdog.probers.exchange import (
 from watchdog.probers.identity import endpoint_json
 from watchdog.probers.openai_common import headers
 from watchdog.result import Answer
+from watchdog.runtime.clock import Clock
 
 # TGI's finish reasons in the OpenAI vocabulary that checks and reports use.
 FINISH_REASONS = {"eos_token": "stop", "stop_sequence": "stop", "length": "length"}

@@ -9,8 +9,7 @@ from urllib.parse import quote
 
 import httpx
 
-from watchdog.clock import Clock
-from watchdog.config import Endpoint
+from watchdog.endpoint import Endpoint
 from watchdog.golden import Prompt
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
@@ -26,6 +25,7 @@ from watchdog.probers.exchange import (
 from watchdog.probers.identity import endpoint_json
 from watchdog.probers.openai_common import headers
 from watchdog.result import Answer
+from watchdog.runtime.clock import Clock
 
 
 def request_body(prompt: Prompt, stream: bool) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from watchdog.alerting import silences
 from watchdog.alerting.kinds import KINDS
 from watchdog.alerting.outbox import iso
 from watchdog.alerting.settings import Alerting
-from watchdog.clock import Clock
+from watchdog.runtime.clock import Clock
 
 log = logging.getLogger("mlops_watchdog.alerting")
 RESOLVED_FOR = timedelta(minutes=15)  # how long a resolution is repeated, as Prometheus does

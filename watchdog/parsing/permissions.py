@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from watchdog.yamlfile import Document, InvalidFile, Path_, Problem, load
+from watchdog.parsing.yamlfile import Document, InvalidFile, Path_, Problem, load
 
 # Words that make a key secret-ish, matched whole after splitting the key at `_` and `-`:
 # `bot_token`, `webhook_url`, `X-Auth-Token`, `Proxy-Authorization`, `Cookie`, `api_password`.

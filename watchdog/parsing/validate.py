@@ -6,7 +6,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from watchdog.yamlfile import Document, Path_
+from watchdog.parsing.yamlfile import Document, Path_
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -1,0 +1,1 @@
+"""What the daemon stands on: clocks, the scheduler, systemd, and the log."""
