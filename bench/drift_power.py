@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from watchdog.drift import SIGNALS, DriftSettings, evaluate, profile
+from watchdog.drift.compare import SIGNALS, DriftSettings, evaluate, profile
 
 SIGMA = 0.25  # lognormal spread of e2e between repeats
 PASS_RATE = 0.9

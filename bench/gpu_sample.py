@@ -29,7 +29,7 @@ from typing import Any
 import pynvml
 
 from tests.gpu import load, smi
-from watchdog.nvml import Nvml, Snapshot
+from watchdog.gpu.nvml import Nvml, Snapshot
 
 GOAL = 300
 WARMUP_SAMPLES = 10

@@ -26,15 +26,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from watchdog import report, retention
-from watchdog.config import SHIPPED_GOLDEN_SETS, Retention
-from watchdog.drift import profile
-from watchdog.golden import load_golden_set
+from watchdog.config.load import SHIPPED_GOLDEN_SETS
+from watchdog.drift.compare import profile
+from watchdog.golden.sets import load_golden_set
 from watchdog.probers.server_metrics import parse
+from watchdog.reports import health as report
 from watchdog.result import Answer, ProbeResult, TierOutcome
-from watchdog.retention import Summary
 from watchdog.runner import fingerprint, shape_response
-from watchdog.store import Store, _row
+from watchdog.store import Store, _row, retention
+from watchdog.store.retention import Summary
+from watchdog.store.settings import Retention
 
 PROMPTS_PER_RUN = 5
 EVERY_S = 60.0  # the default schedule

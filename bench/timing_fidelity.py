@@ -20,10 +20,10 @@ import httpx
 
 from tests.peers import LlamaServer, start_llama_server, stop
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers import openai_chat
+from watchdog.probers.transport import http_client
 from watchdog.runtime.clock import SystemClock
-from watchdog.transport import http_client
 
 QUESTION = "What is the capital of France? Answer with one word."
 SAMPLING = {"max_tokens": 16, "temperature": 0, "seed": 42}

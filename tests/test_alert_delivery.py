@@ -12,7 +12,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.conftest import FakeClock
 from tests.fakeslack import FakeSlack
 from watchdog.alerting.notifiers.slack import BotNotifier, WebhookNotifier
-from watchdog.config import Config, load_config
+from watchdog.config.load import Config, load_config
 from watchdog.daemon import Daemon
 from watchdog.store import Store
 

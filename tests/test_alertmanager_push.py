@@ -19,7 +19,7 @@ from prometheus_client import CollectorRegistry
 from tests.conftest import FakeClock
 from tests.test_alert_delivery import Endpoint, write_config
 from watchdog.alerting import silences
-from watchdog.config import Config, load_config
+from watchdog.config.load import Config, load_config
 from watchdog.daemon import Daemon
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.store import Store

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from tests.test_store import result
-from watchdog import baselines, changes
+from watchdog.drift import baselines, changes
 from watchdog.store import Store
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)

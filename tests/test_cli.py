@@ -12,7 +12,8 @@ import pynvml
 import pytest
 
 from tests.fakenvml import UUID, FakeNvml
-from watchdog import cli, table
+from watchdog import cli
+from watchdog.reports import table
 from watchdog.result import Answer, CheckOutcome, ProbeResult
 
 
@@ -113,7 +114,7 @@ def test_gpu_without_a_driver_says_so_and_exits_1(
 ) -> None:
     fake = FakeNvml()
     fake.init_error = pynvml.NVML_ERROR_LIBRARY_NOT_FOUND
-    monkeypatch.setattr("watchdog.nvml.pynvml", fake)
+    monkeypatch.setattr("watchdog.gpu.nvml.pynvml", fake)
     assert cli.main(["gpu"]) == 1
     out = capsys.readouterr()
     assert out.out == "" and "Traceback" not in out.err
@@ -126,7 +127,7 @@ def test_gpu_without_a_driver_says_so_and_exits_1(
 def test_gpu_json_is_one_object_per_gpu(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr("watchdog.nvml.pynvml", FakeNvml())
+    monkeypatch.setattr("watchdog.gpu.nvml.pynvml", FakeNvml())
     assert cli.main(["gpu", "--json"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     gpu = json.loads(line)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from watchdog import cli
-from watchdog.config import load_config
+from watchdog.config.load import load_config
 from watchdog.parsing.yamlfile import InvalidFile
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,10 +16,8 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from watchdog.cli import STARTER_CONFIG
-from watchdog.config import Included, TopLevel
-from watchdog.endpoint import Endpoint, Probe
-from watchdog.parsing.fields import Ratio, Seconds, Size
-from watchdog.schema import (
+from watchdog.config.load import Included, TopLevel
+from watchdog.config.schema import (
     RESTART,
     SCHEMA_URL,
     config_markdown,
@@ -27,6 +25,8 @@ from watchdog.schema import (
     config_schema_json,
     key_paths,
 )
+from watchdog.endpoint import Endpoint, Probe
+from watchdog.parsing.fields import Ratio, Seconds, Size
 
 ROOT = Path(__file__).resolve().parent.parent
 SCHEMA = ROOT / "deploy" / "config.schema.json"
@@ -61,7 +61,7 @@ def test_the_shipped_schema_is_up_to_date() -> None:
 
 def test_the_docs_are_up_to_date() -> None:
     assert DOCS.read_text(encoding="utf-8") == config_markdown(), (
-        "docs/config.md is stale; run: python -m watchdog.schema docs/config.md"
+        "docs/config.md is stale; run: python -m watchdog.config.schema docs/config.md"
     )
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from watchdog import cli
-from watchdog.config import load_config
+from watchdog.config.load import load_config
 from watchdog.parsing.permissions import permission_problems, secret_key
 from watchdog.parsing.yamlfile import InvalidFile
 

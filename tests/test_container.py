@@ -22,9 +22,9 @@ import yaml
 
 from tests.conftest import need
 from tests.peers import check_config
-from watchdog.config import TopLevel, load_config
+from watchdog.config.load import TopLevel, load_config
 from watchdog.parsing.fields import parse_listen
-from watchdog.web import app
+from watchdog.web.listener import app
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = ROOT / "Dockerfile"

@@ -24,7 +24,7 @@ DATASOURCE = "${datasource}"
 REGENERATE = "stale: run `mlops-watchdog dashboards build` and commit dashboards/*.json"
 
 # Every metric a dashboard may query, with its labels besides job and instance. The contract with
-# watchdog/metrics.py (and, for the GPU and drift names, with the issues that will export them).
+# watchdog/web/metrics.py (and, for the GPU and drift names, with the issues that will export them).
 KNOWN_METRICS: dict[str, frozenset[str]] = {
     name: frozenset(labels.split())
     for name, labels in {

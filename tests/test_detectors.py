@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.fakenvml import TRACE, UUID, FakeGpu, FakeNvml, samples
-from watchdog.detectors import (
+from watchdog.gpu.detectors import (
     Context,
     ProbeWindow,
     XidCount,
@@ -23,9 +23,9 @@ from watchdog.detectors import (
     run_all,
     throttle,
 )
-from watchdog.detectors.leak import robust_slope
-from watchdog.detectors.settings import Gpu, Leak, Throttle
-from watchdog.nvml import GpuProcess, GpuSample, Nvml
+from watchdog.gpu.detectors.leak import robust_slope
+from watchdog.gpu.nvml import GpuProcess, GpuSample, Nvml
+from watchdog.gpu.settings import Gpu, Leak, Throttle
 from watchdog.result import Finding
 
 GIB = 1 << 30

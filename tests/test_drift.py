@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from bench.drift_power import Answers, Shift, Tally, study, window
-from watchdog.drift import BUCKETS, SIGNALS, DriftSettings, evaluate, profile, similarity
+from watchdog.drift.compare import BUCKETS, SIGNALS, DriftSettings, evaluate, profile, similarity
 from watchdog.result import Signal
 
 SETTINGS = DriftSettings()

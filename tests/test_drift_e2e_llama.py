@@ -16,12 +16,13 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import need
 from tests.peers import LlamaServer, PeerMissing, gemma_model, start_llama_server, stop
-from watchdog import changes, cli
-from watchdog.config import load_config
+from watchdog import cli
+from watchdog.config.load import load_config
 from watchdog.daemon import Daemon
+from watchdog.drift import changes
+from watchdog.probers.transport import http_client
 from watchdog.runtime.clock import SystemClock
 from watchdog.store import Store
-from watchdog.transport import http_client
 
 RUNS = 6
 GOLDEN = """

@@ -14,11 +14,11 @@ import pytest
 
 from tests.faultserver import FaultServer, free_port, gzip_bomb
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers import openai_chat
+from watchdog.probers.transport import http_client
 from watchdog.result import ERROR_CLASSES, Answer
 from watchdog.runtime.clock import SystemClock
-from watchdog.transport import http_client
 
 PROMPT = Prompt(
     id="p", messages=[{"role": "user", "content": "hi"}], sampling={"max_tokens": 8}, checks=[]

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from watchdog import checks
-from watchdog.golden import load_golden_set
+from watchdog.golden import checks
+from watchdog.golden.sets import load_golden_set
 from watchdog.parsing.fields import parse_duration
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.result import Answer, CheckOutcome

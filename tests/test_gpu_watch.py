@@ -15,11 +15,11 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from tests.conftest import FakeClock, need
 from tests.fakenvml import PHASES, UUID, FakeGpu, FakeNvml, samples
-from watchdog.config import Config, load_config
+from watchdog.config.load import Config, load_config
 from watchdog.daemon import Daemon
-from watchdog.nvml import Nvml
+from watchdog.gpu.nvml import Nvml
+from watchdog.reports.table import gpus as gpu_table
 from watchdog.store import Store
-from watchdog.table import gpus as gpu_table
 
 GOLDEN = """
 name: one
@@ -268,7 +268,7 @@ async def test_gpu_exposition_is_promtool_clean(tmp_path: Path) -> None:
 
 
 def test_old_samples_fold_into_minutes_and_expire(tmp_path: Path) -> None:
-    from watchdog.store import gpu as gpu_rows
+    from watchdog.gpu import rows as gpu_rows
 
     store = Store.open(tmp_path / "w.db")
     nvml = Nvml(lib=FakeNvml([FakeGpu(UUID, samples("matmul_load"))]), slow_every=1, pcie_every=1)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from watchdog.config import load_config
-from watchdog.metrics import ProbeCollector, ProbeMetrics
+from watchdog.config.load import load_config
 from watchdog.result import Answer, CheckOutcome, ProbeResult
+from watchdog.web.metrics import ProbeCollector, ProbeMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,7 +9,7 @@ import pynvml
 import pytest
 
 from tests.fakenvml import PHASES, TRACE, UUID, FakeGpu, FakeNvml, samples
-from watchdog.nvml import BACKOFF_S, Nvml
+from watchdog.gpu.nvml import BACKOFF_S, Nvml
 
 
 class Ticks:

@@ -12,11 +12,12 @@ import pytest
 
 from tests.faultserver import free_port
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden import template
+from watchdog.golden.sets import Prompt
 from watchdog.probers import http
+from watchdog.probers.transport import http_client
 from watchdog.result import Answer
 from watchdog.runtime.clock import SystemClock
-from watchdog.transport import http_client
 
 PROMPT = Prompt(
     id="p",
@@ -254,16 +255,18 @@ async def test_template_failure_is_bad_response_without_a_request(
 
 
 def test_check_template() -> None:
-    assert http.check_template(TEMPLATE) is None
-    assert http.check_template('{"m": {{ messages | tojson }}, "t": {{ temperature }}}') is None
-    assert http.check_template('{"q": "{{ prompt }}"}') == (
+    assert template.check_template(TEMPLATE) is None
+    assert template.check_template('{"m": {{ messages | tojson }}, "t": {{ temperature }}}') is None
+    assert template.check_template('{"q": "{{ prompt }}"}') == (
         "body_template does not render to JSON: Invalid control character at: line 1"
         ' column 23 (char 22); starts \'{"q": "Answer briefly.\\n\\nSay "hi"\\nthen stop."}\''
     )
-    assert http.check_template('{"q": {{ prompt | tojson }') == (
+    assert template.check_template('{"q": {{ prompt | tojson }') == (
         "body_template does not render: unexpected '}'"
     )
-    assert http.check_template("{{ 1 / 0 }}") == "body_template does not render: division by zero"
+    assert (
+        template.check_template("{{ 1 / 0 }}") == "body_template does not render: division by zero"
+    )
 
 
 async def test_connection_refused_is_connect() -> None:

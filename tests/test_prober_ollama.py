@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers import ollama
+from watchdog.probers.transport import http_client
 from watchdog.result import Answer
 from watchdog.runtime.clock import SystemClock
-from watchdog.transport import http_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "ollama"
 PROMPT = Prompt(

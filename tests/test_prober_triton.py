@@ -13,11 +13,11 @@ import pytest
 
 from tests.faultserver import free_port
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers import triton
+from watchdog.probers.transport import http_client
 from watchdog.result import Answer
 from watchdog.runtime.clock import SystemClock
-from watchdog.transport import http_client
 
 FIXTURES = Path(__file__).parent / "fixtures" / "triton"
 PROMPT = Prompt(

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import FakeClock
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers import PROBERS
 from watchdog.result import Answer
 

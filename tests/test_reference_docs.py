@@ -18,14 +18,15 @@ from prometheus_client import CollectorRegistry, generate_latest
 from tests.conftest import FakeClock
 from tests.fakenvml import UUID, FakeGpu, FakeNvml, samples
 from tests.test_dashboards import HISTOGRAMS, KNOWN_METRICS
-from watchdog import cli, refdocs
-from watchdog.checks import REGISTRY
-from watchdog.config import load_config
+from watchdog import cli
+from watchdog.config.load import load_config
 from watchdog.daemon import Daemon
-from watchdog.gpu_metrics import GAUGES
-from watchdog.metrics import NodeLabelled
-from watchdog.nvml import Nvml
+from watchdog.golden.checks import REGISTRY
+from watchdog.gpu.nvml import Nvml
+from watchdog.reports import refdocs
 from watchdog.store import Store
+from watchdog.web.gpu_metrics import GAUGES
+from watchdog.web.metrics import NodeLabelled
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"

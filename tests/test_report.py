@@ -10,7 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from watchdog.report import COLUMNS, excel_safe, health, write_csv
+from watchdog.reports.health import COLUMNS, excel_safe, health, write_csv
 
 EVIL = "=cmd|' /C calc'!A0"
 

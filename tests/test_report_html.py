@@ -15,8 +15,8 @@ import pandas as pd
 
 from tests.test_status_page_browser import IMAGES, browse, chromium, keep
 from tests.test_store import result
-from watchdog import svg
-from watchdog.report_html import render_daily
+from watchdog.reports import svg
+from watchdog.reports.daily import render_daily
 from watchdog.result import Change, Signal
 from watchdog.store import Store
 

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from watchdog import baselines, retention
-from watchdog.config import Retention
+from watchdog.drift import baselines
 from watchdog.result import Answer, CheckOutcome, ErrorClass, ProbeResult
-from watchdog.retention import Limits, maintain, roll_up, size_bytes, size_warning
-from watchdog.store import Store
+from watchdog.store import Store, retention
+from watchdog.store.retention import Limits, maintain, roll_up, size_bytes, size_warning
+from watchdog.store.settings import Retention
 
 T0 = datetime(2026, 11, 2, tzinfo=UTC).timestamp()  # an hour's start
 HOUR = 3600.0
@@ -316,7 +316,7 @@ def test_the_daemon_prunes_in_steps_and_exports_the_size(tmp_path: Path) -> None
 
     from tests.conftest import FakeClock
     from tests.test_alert_kinds import result
-    from watchdog.config import load_config
+    from watchdog.config.load import load_config
     from watchdog.daemon import Daemon
 
     config = tmp_path / "config.yaml"

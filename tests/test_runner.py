@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.conftest import FakeClock
-from watchdog.config import load_config
+from watchdog.config.load import load_config
 from watchdog.daemon import Daemon, summary
 from watchdog.runner import Runner, fingerprint, shape_response
 from watchdog.store import Store

@@ -15,12 +15,12 @@ import pytest
 from tests.conftest import FakeClock
 from tests.test_alert_kinds import result
 from watchdog.alerting.kinds import observe
-from watchdog.checks import canary
-from watchdog.cold import ColdStarts
-from watchdog.config import load_config
+from watchdog.config.load import load_config
 from watchdog.daemon import Daemon
+from watchdog.drift.cold import ColdStarts
 from watchdog.endpoint import Slo
-from watchdog.golden import load_golden_set
+from watchdog.golden.checks import canary
+from watchdog.golden.sets import load_golden_set
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.probers import readiness
 from watchdog.result import Answer, Change, Run, ServerLoad, TierOutcome

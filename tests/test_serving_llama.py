@@ -17,12 +17,12 @@ from prometheus_client import generate_latest
 
 from tests.conftest import IN_CI, need
 from tests.peers import LlamaServer, PeerMissing, start_llama_server, stop
-from watchdog.config import Config, load_config
+from watchdog.config.load import Config, load_config
 from watchdog.daemon import Daemon
+from watchdog.probers.transport import http_client
 from watchdog.result import Run
 from watchdog.runtime.clock import SystemClock
 from watchdog.store import Store
-from watchdog.transport import http_client
 
 ROOT = Path(__file__).resolve().parents[1]
 ONE_PROMPT = """name: one

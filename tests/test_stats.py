@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from watchdog.stats import benjamini_hochberg, fisher_less, mann_whitney_u, normal_sf, rank
+from watchdog.drift.stats import benjamini_hochberg, fisher_less, mann_whitney_u, normal_sf, rank
 
 # The example of scipy.stats.mannwhitneyu's documentation (from Conover's textbook): U = 17,
 # exact two-sided p = 0.1111 (= 14/126), asymptotic p = 0.11134688653314041.

@@ -14,8 +14,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.faultserver import free_port
 from tests.test_store import result
-from watchdog import web
 from watchdog.store import Store
+from watchdog.web import listener as web
 
 ENDPOINTS = {
     "vllm-a": "http://gpu-1:8000",

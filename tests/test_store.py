@@ -103,9 +103,9 @@ def test_drift_reads_walk_indexes_not_the_history(tmp_path: Path) -> None:
     would make CPU per probe grow with the database (it did, in bench/scale.py)."""
     from datetime import timedelta
 
-    from watchdog import baselines
-    from watchdog.baselines import BaselinePolicy
-    from watchdog.drift import DriftSettings
+    from watchdog.drift import baselines
+    from watchdog.drift.baselines import BaselinePolicy
+    from watchdog.drift.compare import DriftSettings
 
     store = Store.open(tmp_path / "w.db")
     start = datetime(2026, 11, 23, 12, tzinfo=UTC)

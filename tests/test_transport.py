@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from watchdog.transport import http_client
+from watchdog.probers.transport import http_client
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
 

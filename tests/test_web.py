@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry
 
 from tests.faultserver import free_port
 from tests.test_store import result
-from watchdog import web
 from watchdog.store import Store
+from watchdog.web import listener as web
 
 
 async def test_endpoints(tmp_path: Path) -> None:
@@ -65,7 +65,7 @@ def test_parse_listen(listen: str, parsed: tuple[str, int]) -> None:
 
 
 def test_bad_listen_is_a_config_error(tmp_path: Path) -> None:
-    from watchdog.config import load_config
+    from watchdog.config.load import load_config
     from watchdog.parsing.yamlfile import InvalidFile
 
     path = tmp_path / "c.yaml"

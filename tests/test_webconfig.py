@@ -21,12 +21,12 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import need
 from tests.faultserver import free_port
-from watchdog import web
-from watchdog.config import load_config
+from watchdog.config.load import load_config
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.store import Store
-from watchdog.webauth import BasicAuth, parse_basic
-from watchdog.webconfig import WebConfig, load_web_config
+from watchdog.web import listener as web
+from watchdog.web.auth import BasicAuth, parse_basic
+from watchdog.web.settings import WebConfig, load_web_config
 
 PASSWORD = "scrape-s3cret"
 # Cost 4, bcrypt's least: the tests check behaviour, not bcrypt's slowness.

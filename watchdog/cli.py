@@ -19,15 +19,15 @@ from types import ModuleType
 from typing import Any
 
 import watchdog
-from watchdog.config import Config, adhoc_config, config_path, load_config
+from watchdog.config.load import Config, adhoc_config, config_path, load_config
 from watchdog.parsing.fields import parse_duration
 from watchdog.parsing.yamlfile import InvalidFile
-from watchdog.report import health, write_csv
+from watchdog.probers.transport import http_client
+from watchdog.reports.health import health, write_csv
 from watchdog.result import Run
 from watchdog.runner import Runner
 from watchdog.runtime.clock import SystemClock
 from watchdog.store import Store, StoreError
-from watchdog.transport import http_client
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DATA = Path(__file__).parent / "data"
@@ -114,7 +114,7 @@ def _adhoc(args: argparse.Namespace) -> Config:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from watchdog import table
+    from watchdog.reports import table
 
     config = _adhoc(args) if args.url else _load(args)
     if args.endpoint and not args.url:
@@ -191,7 +191,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_report_changes(args: argparse.Namespace) -> int:
-    from watchdog import attribution
+    from watchdog.drift import attribution
 
     config = _load(args)
     store = _open_store(config)
@@ -257,7 +257,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     notifier = build(config.alerting)
     nvml = None
     if config.gpu.enabled is not False:
-        from watchdog.nvml import Nvml
+        from watchdog.gpu.nvml import Nvml
 
         every = config.gpu.interval  # error counters and processes twice a minute, PCIe every 5m
         nvml = Nvml(slow_every=max(1, round(30 / every)), pcie_every=max(1, round(300 / every)))
@@ -280,7 +280,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             await daemon.serve(stop)
 
-    from watchdog.web import ListenError
+    from watchdog.web.listener import ListenError
 
     try:
         asyncio.run(main())
@@ -348,7 +348,7 @@ def _pairs(config: Config, only: str | None) -> list[tuple[str, str, Any]]:
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from watchdog import baselines
+    from watchdog.drift import baselines
 
     config = _load(args)
     store = _open_store(config)
@@ -383,7 +383,7 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _record_baseline(config: Config, store: Store, only: str | None, samples: int) -> int:
-    from watchdog import baselines, changes
+    from watchdog.drift import baselines, changes
 
     pairs = _pairs(config, only)
     if not pairs:
@@ -433,7 +433,7 @@ def _record_baseline(config: Config, store: Store, only: str | None, samples: in
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from watchdog import baselines
+    from watchdog.drift import baselines
 
     config = _load(args)
     store = _open_store(config)
@@ -454,8 +454,8 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_gpu(args: argparse.Namespace) -> int:
-    from watchdog import table
-    from watchdog.nvml import Nvml
+    from watchdog.gpu.nvml import Nvml
+    from watchdog.reports import table
 
     nvml_log = logging.getLogger("mlops_watchdog.nvml")
     level = nvml_log.level
@@ -513,7 +513,7 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from watchdog.schema import config_schema_json
+    from watchdog.config.schema import config_schema_json
 
     sys.stdout.write(config_schema_json())
     return EXIT_OK

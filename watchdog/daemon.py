@@ -15,27 +15,28 @@ import httpx
 from prometheus_client import CollectorRegistry
 from sqlite_utils import Database
 
-from watchdog import baselines, changes, retention, web
 from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.notifiers.alertmanager import AlertmanagerPusher
 from watchdog.alerting.sender import Notifier, Sender
-from watchdog.cold import ColdStarts
-from watchdog.config import Config
+from watchdog.config.load import Config
+from watchdog.drift import baselines, changes
+from watchdog.drift.cold import ColdStarts
 from watchdog.endpoint import Probe
-from watchdog.gpu_metrics import GpuCollector
-from watchdog.metrics import AlertingCollector, NodeLabelled, ProbeCollector, ProbeMetrics
-from watchdog.nvml import Nvml
+from watchdog.gpu.nvml import Nvml
+from watchdog.gpu.watch import GpuWatch
 from watchdog.parsing.yamlfile import InvalidFile
-from watchdog.probers.gpu import GpuWatch
-from watchdog.report import health, write_csv
-from watchdog.report_html import render_daily
+from watchdog.reports.daily import render_daily
+from watchdog.reports.health import health, write_csv
 from watchdog.result import Change, Finding, Run, Signal
 from watchdog.runner import Runner
 from watchdog.runtime.clock import Clock
 from watchdog.runtime.scheduler import Scheduler
 from watchdog.runtime.systemd import Notify
-from watchdog.store import Store, StoreError
+from watchdog.store import Store, StoreError, retention
+from watchdog.web import listener as web
+from watchdog.web.gpu_metrics import GpuCollector
+from watchdog.web.metrics import AlertingCollector, NodeLabelled, ProbeCollector, ProbeMetrics
 
 log = logging.getLogger("mlops_watchdog.daemon")
 SHUTDOWN_GRACE_S = 6.0  # systemd waits 90 s by default; DESIGN asks for exit within 10 s

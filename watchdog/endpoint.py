@@ -162,7 +162,7 @@ class Endpoint(Strict):
         if self.api == "http":
             if not (self.path and self.body_template and self.text_path):
                 raise ValueError("api: http needs `path`, `body_template` and `text_path`")
-            from watchdog.probers.http import check_template
+            from watchdog.golden.template import check_template
 
             problem = check_template(self.body_template)
             if problem:

@@ -14,10 +14,10 @@ from typing import Any
 
 import httpx
 
-from watchdog.config import Config
-from watchdog.drift import profile
+from watchdog.config.load import Config
+from watchdog.drift.compare import profile
 from watchdog.endpoint import Endpoint, Probe
-from watchdog.golden import GoldenSet, Prompt
+from watchdog.golden.sets import GoldenSet, Prompt
 from watchdog.probers import PROBERS, readiness
 from watchdog.probers.exchange import TRANSPORT_ERRORS, classify
 from watchdog.probers.identity import identify

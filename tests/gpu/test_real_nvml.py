@@ -19,7 +19,7 @@ import pynvml
 import pytest
 
 from tests.gpu import load, smi
-from watchdog.nvml import ABSENT_ERRORS, CLOCK_EVENT_REASONS, GpuSample, Nvml, Snapshot
+from watchdog.gpu.nvml import ABSENT_ERRORS, CLOCK_EVENT_REASONS, GpuSample, Nvml, Snapshot
 
 pytestmark = pytest.mark.filterwarnings("error")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, replace
 
-from watchdog.checks import CANARY
 from watchdog.endpoint import Slo
+from watchdog.golden.checks import CANARY
 from watchdog.result import ProbeResult, TierOutcome
 
 

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers import http, ollama, openai_chat, openai_completions, tgi, triton
 from watchdog.result import Answer
 from watchdog.runtime.clock import Clock

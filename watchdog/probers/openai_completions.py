@@ -7,7 +7,7 @@ from typing import Any
 import httpx
 
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers.openai_common import Piece, exchange, request_body
 from watchdog.result import Answer
 from watchdog.runtime.clock import Clock

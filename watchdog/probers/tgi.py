@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,

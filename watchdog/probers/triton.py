@@ -10,7 +10,7 @@ from urllib.parse import quote
 import httpx
 
 from watchdog.endpoint import Endpoint
-from watchdog.golden import Prompt
+from watchdog.golden.sets import Prompt
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,

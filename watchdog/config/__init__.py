@@ -1,0 +1,1 @@
+"""The config file: loaded once, strictly, from every concern's settings section, and its schema."""

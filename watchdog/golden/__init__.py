@@ -1,0 +1,1 @@
+"""Golden sets: the prompts, their format checks, and the body template of `api: http`."""

@@ -1,0 +1,233 @@
+"""GPU telemetry: sample NVML every `gpu.interval`, store it, run the detectors, and measure the
+bound GPUs around each probe run (energy per token, utilisation for idle-while-serving)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import statistics
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from watchdog.config.load import Config
+from watchdog.gpu import detectors
+from watchdog.gpu import rows as gpu_rows
+from watchdog.gpu.detectors import Context, ProbeWindow, XidCount
+from watchdog.gpu.nvml import GpuSample, Nvml, Snapshot
+from watchdog.result import Finding, ProbeResult
+from watchdog.store import Store
+
+log = logging.getLogger("mlops_watchdog.gpu")
+WINDOWS_KEPT = 20  # probe runs per endpoint that the idle detector may look back on
+
+
+@dataclass
+class RunMeter:
+    """The bound GPUs' energy counter and utilisation at the start of one probe run."""
+
+    endpoint: str
+    uuids: list[str]
+    started: float
+    energy_j: float | None
+
+
+@dataclass
+class Energy:
+    joules: float
+    tokens: int
+    joules_per_token: float | None
+    cost_per_1k_tokens: float | None
+
+
+@dataclass
+class GpuWatch:
+    """What the daemon knows about its GPUs; fed by `tick()` and by the meters around runs."""
+
+    config: Config
+    nvml: Nvml | None  # None: gpu.enabled is false
+    store: Store
+    latest: dict[str, GpuSample] = field(default_factory=dict)
+    history: dict[str, deque[GpuSample]] = field(default_factory=dict)
+    windows: dict[str, deque[ProbeWindow]] = field(default_factory=dict)
+    findings: dict[str, list[Finding]] = field(default_factory=dict)
+    xids: dict[tuple[str, int], XidCount] = field(default_factory=dict)
+    lost: set[str] = field(default_factory=set)
+    energy: dict[str, Energy] = field(default_factory=dict)  # endpoint: last run's
+    sampling_s: list[float] = field(default_factory=list)  # since the last scrape
+    driver: str | None = None
+
+    def __post_init__(self) -> None:
+        for (uuid, code), (count, last) in gpu_rows.xid_counts(self.store.db).items():
+            self.xids[(uuid, code)] = XidCount(count, last)
+
+    @property
+    def settings(self) -> detectors.Gpu:
+        return self.config.gpu
+
+    @property
+    def up(self) -> bool:
+        return self.nvml is not None and self.nvml.up
+
+    def start(self, now: float) -> None:
+        """Open NVML and reload recent samples, so a restart does not blind the detectors."""
+        if self.nvml is None:
+            log.info("GPU telemetry disabled (gpu.enabled: false)")
+            return
+        if self.nvml.start():
+            self.driver = self.nvml.driver
+            log.info(
+                "GPU telemetry: %d GPU(s), driver %s, every %gs",
+                len(self.nvml.devices),
+                self.driver,
+                self.settings.interval,
+            )
+            self.nvml.start_xid_watch()
+        for uuid, samples in gpu_rows.history(self.store.db, now - self._horizon()).items():
+            self.history[uuid] = deque(samples)
+
+    def close(self) -> None:
+        if self.nvml is not None:
+            self.nvml.close()
+
+    def _horizon(self) -> float:
+        s = self.settings
+        return max(s.leak.window, s.throttle.after) + 3 * s.interval
+
+    # --- the periodic sample -------------------------------------------------------------------
+
+    async def sample(self) -> Snapshot | None:
+        """One NVML read of every GPU, off the event loop (NVML calls block)."""
+        if self.nvml is None:
+            return None
+        started = time.perf_counter()
+        snapshot = await asyncio.to_thread(self.nvml.sample)
+        if snapshot is None:
+            return None
+        self.sampling_s.append(time.perf_counter() - started)
+        self.driver = snapshot.driver
+        if self.nvml.xid_registered == {} and self.nvml.devices:
+            self.nvml.start_xid_watch()  # after a re-initialisation
+        return snapshot
+
+    def record(self, snapshot: Snapshot | None, now: float) -> dict[str, list[Finding]]:
+        """Store the sample and the XIDs seen since the last one, then run the detectors.
+
+        Call inside the store transaction that also records the alert state."""
+        db = self.store.db
+        if snapshot is not None:
+            gpu_rows.record_snapshot(db, snapshot)
+            seen = {g.uuid: g for g in snapshot.gpus}
+            self.lost = (self.lost | (set(self.latest) - set(seen))) - set(seen)
+            self.latest = seen
+            for g in snapshot.gpus:
+                self.history.setdefault(g.uuid, deque()).append(g)
+        elif not self.up:  # NVML went away: what it listed is lost until it answers again
+            self.lost |= set(self.latest)
+            self.latest = {}
+        if self.nvml is not None:
+            new = self.nvml.xids()
+            if new:
+                gpu_rows.record_xids(db, new)
+                for x in new:
+                    log.error("GPU %s: XID %d", x.uuid, x.code)
+                    before = self.xids.get((x.uuid, x.code), XidCount(0, 0.0))
+                    self.xids[(x.uuid, x.code)] = XidCount(before.count + 1, x.at)
+        horizon = now - self._horizon()
+        for samples in self.history.values():
+            while samples and samples[0].at < horizon:
+                samples.popleft()
+        self.findings = detectors.run_all(self.context(now))
+        return self.findings
+
+    def context(self, now: float) -> Context:
+        seen = gpu_rows.seen_since(self.store.db, now - self.settings.hardware.missing_window)
+        names = {u: f"GPU {g.index} ({g.name})" for u, g in self.latest.items()}
+        return Context(
+            now=now,
+            settings=self.settings,
+            history={u: list(s) for u, s in self.history.items()},
+            windows=[w for ws in self.windows.values() for w in ws],
+            bindings=self.bindings(),
+            xids=dict(self.xids),
+            lost=frozenset(self.lost),
+            gpu_count=len(self.latest) if self.up else 0,
+            gpu_count_max=len(seen),
+            names={**{u: f"{n}" for u, n in seen.items()}, **names},
+        )
+
+    def bindings(self) -> dict[str, list[str]]:
+        """endpoint: the UUIDs of its GPUs (indexes resolved through NVML's list)."""
+        by_index = {g.index: u for u, g in self.latest.items()}
+        return {
+            name: [r if isinstance(r, str) else by_index.get(r, f"index {r}") for r in ep.gpus]
+            for name, ep in self.config.endpoints.items()
+            if ep.gpus
+        }
+
+    # --- around each probe run -----------------------------------------------------------------
+
+    def meter(self, endpoint: str, now: float) -> RunMeter | None:
+        uuids = self.bindings().get(endpoint)
+        if not uuids or not self.up or self.nvml is None:
+            return None
+        return RunMeter(endpoint, uuids, now, self.nvml.energy_j(uuids))
+
+    def finish(
+        self, meter: RunMeter, results: Sequence[ProbeResult], run_id: str, now: float
+    ) -> None:
+        """The run's energy per token, and how busy its GPUs were; call in the run's transaction."""
+        assert self.nvml is not None
+        utilisation = self.nvml.utilization(meter.uuids)
+        for uuid in meter.uuids:  # periodic samples taken during the run count too
+            during = [
+                s.util_gpu
+                for s in self.history.get(uuid, ())
+                if meter.started <= s.at <= now + 1 and s.util_gpu is not None
+            ]
+            if during:
+                utilisation[uuid] = max(utilisation.get(uuid, 0.0), *during)
+        speeds = [r.answer.tokens_per_s for r in results if r.answer.tokens_per_s]
+        window = ProbeWindow(
+            endpoint=meter.endpoint,
+            started=meter.started,
+            ended=now,
+            answered=bool(results) and all(r.answer.error_class is None for r in results),
+            tokens_per_s=statistics.median(speeds) if speeds else None,
+            gpu_utilization=utilisation,
+        )
+        self.windows.setdefault(meter.endpoint, deque(maxlen=WINDOWS_KEPT)).append(window)
+        end = self.nvml.energy_j(meter.uuids)
+        tokens = sum(r.answer.output_tokens or 0 for r in results)
+        if meter.energy_j is None or end is None:
+            return
+        joules = max(end - meter.energy_j, 0.0)
+        per_token = joules / tokens if tokens else None
+        price = self.settings.price_per_kwh
+        cost = None
+        if per_token is not None and price is not None:
+            cost = per_token * 1000 / 3.6e6 * price
+        self.energy[meter.endpoint] = Energy(joules, tokens, per_token, cost)
+        gpu_rows.record_energy(
+            self.store.db,
+            {
+                "run_id": run_id,
+                "endpoint": meter.endpoint,
+                "started_ts": meter.started,
+                "ended_ts": now,
+                "gpus": ",".join(meter.uuids),
+                "energy_j": joules,
+                "output_tokens": tokens,
+                "joules_per_token": per_token,
+                "cost_per_1k_tokens": cost,
+                "currency": self.settings.currency if cost is not None else None,
+            },
+        )
+
+    def downsample(self, now: float) -> None:
+        s = self.settings
+        with self.store.transaction():
+            folded = gpu_rows.downsample(self.store.db, now, s.keep_raw, s.keep)
+        if folded:
+            log.info("GPU samples: %d raw rows folded into one-minute averages", folded)

@@ -1,0 +1,178 @@
+"""The daily report as one self-contained HTML page: latency, pass rates and drift per endpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
+
+import jinja2
+import pandas as pd
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from markupsafe import Markup
+
+from watchdog.drift.compare import SIGNALS
+from watchdog.reports import svg
+from watchdog.result import Change, Signal
+
+WINDOW = timedelta(hours=24)
+MAX_PROMPTS = 5  # failing prompts named per error class; the CSV report lists every prompt
+_NUMERIC = ["started_ts", "ok", "ttft_s", "e2e_s"]
+_WORST_FIRST = ("drift", "inconclusive", "ok")
+P50, P95 = "#2563eb", "#7c3aed"
+PASS_CHART_HEIGHT = 120  # a share needs less height than a latency to read
+
+
+@dataclass(frozen=True)
+class ErrorSeen:
+    error_class: str
+    runs: int
+    prompts: list[str]  # the first MAX_PROMPTS, sorted
+    more_prompts: int
+
+
+@dataclass(frozen=True)
+class EndpointDay:
+    name: str
+    runs: int
+    pass_rate: float | None
+    errors: list[ErrorSeen]
+    ttft_p50_s: float | None
+    ttft_p95_s: float | None
+    e2e_p50_s: float | None
+    e2e_p95_s: float | None
+    fingerprints: list[str]
+    drift: str | None  # the worst status of its signals
+    latency_chart: Markup  # empty without runs
+    pass_chart: Markup
+
+
+def render_daily(
+    results: pd.DataFrame,
+    signals: list[Signal],
+    changes: list[Change],
+    now: datetime,
+    title: str = "mlops-watchdog daily report",
+) -> str:
+    """The page for the 24 hours up to `now`, from `Store.results_since(now - 24h)`."""
+    end = now.astimezone(UTC)
+    plot = svg.Plot((end - WINDOW).timestamp(), end.timestamp())
+    frame = _within(results, plot)
+    names = sorted(
+        set(frame["endpoint"]) | {s.endpoint for s in signals} | {c.endpoint for c in changes}
+    )
+    days = [_day(name, frame, signals, plot) for name in names]
+    order = {name: i for i, name in enumerate(SIGNALS)}
+    template = _environment().get_template("daily.html.j2")
+    return template.render(
+        title=title,
+        start=_when(end - WINDOW),
+        end=_when(end),
+        endpoints=days,
+        runs=len(frame),
+        pass_rate=frame["ok"].mean() if len(frame) else None,
+        drifting=sum(s.status == "drift" for s in signals),
+        signals=sorted(
+            signals, key=lambda s: (s.endpoint, s.golden_set, order.get(s.signal, len(order)))
+        ),
+        changes=sorted(changes, key=lambda c: (c.at, c.endpoint)),
+    )
+
+
+def _within(results: pd.DataFrame, plot: svg.Plot) -> pd.DataFrame:
+    """The rows inside the window, numbers as numbers (an all-NULL column reads as objects)."""
+    if results.empty:
+        columns = ["endpoint", "prompt_id", "error_class", "fingerprint", *_NUMERIC]
+        return pd.DataFrame(columns=[*columns, "hour", "answered"])
+    frame = results.assign(**{c: pd.to_numeric(results[c], errors="coerce") for c in _NUMERIC})
+    frame = frame[frame["started_ts"].between(plot.start_ts, plot.end_ts)]
+    return frame.assign(
+        hour=(frame["started_ts"] // svg.HOUR_S) * svg.HOUR_S,
+        # As in the CSV report: a result with an answer, whose latency counts.
+        answered=frame["error_class"].isna() | (frame["error_class"] == "check_failed"),
+    )
+
+
+def _day(name: str, frame: pd.DataFrame, signals: list[Signal], plot: svg.Plot) -> EndpointDay:
+    g = frame[frame["endpoint"] == name]
+    answered = g[g["answered"]]
+    latency: dict[str, list[tuple[float, float]]] = {"p50": [], "p95": []}
+    shares = []
+    for key, h in g.groupby("hour", sort=True):
+        hour = cast(float, key)
+        shares.append(svg.Share(hour, int(h["ok"].sum()), len(h)))
+        e2e = h.loc[h["answered"], "e2e_s"].dropna()
+        if len(e2e):
+            latency["p50"].append((hour, float(e2e.quantile(0.5))))
+            latency["p95"].append((hour, float(e2e.quantile(0.95))))
+    statuses = {s.status for s in signals if s.endpoint == name}
+    return EndpointDay(
+        name=name,
+        runs=len(g),
+        pass_rate=float(g["ok"].mean()) if len(g) else None,
+        errors=_errors(g),
+        ttft_p50_s=_quantile(answered["ttft_s"], 0.5),
+        ttft_p95_s=_quantile(answered["ttft_s"], 0.95),
+        e2e_p50_s=_quantile(answered["e2e_s"], 0.5),
+        e2e_p95_s=_quantile(answered["e2e_s"], 0.95),
+        fingerprints=sorted(g["fingerprint"].dropna().unique()) if "fingerprint" in g else [],
+        drift=next((s for s in _WORST_FIRST if s in statuses), None),
+        latency_chart=svg.hourly_lines(
+            plot,
+            [
+                svg.Line("p50", latency["p50"], P50),
+                svg.Line("p95", latency["p95"], P95, dash="5 3"),
+            ],
+            f"{name}: e2e latency p50 and p95 per hour",
+        )
+        if latency["p50"]
+        else Markup(""),
+        pass_chart=svg.hourly_shares(
+            replace(plot, height=PASS_CHART_HEIGHT), shares, f"{name}: pass rate per hour"
+        )
+        if shares
+        else Markup(""),
+    )
+
+
+def _errors(g: pd.DataFrame) -> list[ErrorSeen]:
+    out = []
+    failed = g[g["error_class"].notna()]
+    for error_class, e in failed.groupby("error_class", sort=True):
+        prompts = sorted(e["prompt_id"].astype(str).unique())
+        out.append(
+            ErrorSeen(str(error_class), len(e), prompts[:MAX_PROMPTS], len(prompts[MAX_PROMPTS:]))
+        )
+    return sorted(out, key=lambda e: -e.runs)
+
+
+def _quantile(values: pd.Series, q: float) -> float | None:
+    value = values.quantile(q) if len(values) else None
+    return None if value is None or pd.isna(value) else float(value)
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M UTC")
+
+
+def _percent(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:.0f}%" if value in (0, 1) else f"{value * 100:.1f}%"
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.2f}"
+
+
+def _environment() -> jinja2.Environment:
+    env = ImmutableSandboxedEnvironment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+    )
+    env.filters["seconds"] = svg.seconds
+    env.filters["percent"] = _percent
+    env.filters["score"] = _score
+    return env

@@ -1,0 +1,1 @@
+"""The listener: /metrics, /healthz, /readyz and the status page, with its TLS and basic auth."""

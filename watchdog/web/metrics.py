@@ -1,0 +1,492 @@
+"""Prometheus metrics: the daemon's probe results and stored alert state, via custom collectors."""
+
+from __future__ import annotations
+
+import bisect
+import copy
+import itertools
+import platform
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from prometheus_client.samples import Sample
+from sqlite_utils import Database
+
+from watchdog import __version__
+from watchdog.alerting import outbox
+from watchdog.alerting.kinds import PROBE_KINDS, leaked
+from watchdog.config.load import Config
+from watchdog.drift.compare import STATUS_VALUE
+from watchdog.probers.server_metrics import EXPORTED
+from watchdog.result import ERROR_CLASSES, ProbeResult, ServerLoad, Signal, TierOutcome
+
+PREFIX = "mlops_watchdog_"
+# Latency of LLM requests: 10 ms to 2 min.
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120)
+# Gaps between tokens are milliseconds apart: finer at the low end.
+ITL_BUCKETS = (
+    0.001,
+    0.0025,
+    0.005,
+    0.0075,
+    0.01,
+    0.015,
+    0.02,
+    0.03,
+    0.05,
+    0.075,
+    0.1,
+    0.25,
+    0.5,
+    1,
+)
+WORK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
+PROBE_RESULTS = ("ok", "check_failed", "error")
+NOTIFICATION_RESULTS = ("sent", "retried", "failed", "suppressed")
+
+
+@dataclass
+class Histogram:
+    """Cumulative bucket counts, exported by the collector (no per-sample metric objects)."""
+
+    bounds: tuple[float, ...]  # sorted
+    counts: list[int] = field(default_factory=list)  # per bucket; cumulated on export
+    total: float = 0.0
+    n: int = 0
+
+    def __post_init__(self) -> None:
+        self.counts = [0] * len(self.bounds)
+
+    def observe(self, value: float) -> None:
+        i = bisect.bisect_left(self.bounds, value)  # the first bound with value <= bound
+        if i < len(self.counts):
+            self.counts[i] += 1
+        self.total += value
+        self.n += 1
+
+    def buckets(self) -> list[tuple[str, float]]:
+        cumulative = itertools.accumulate(self.counts)
+        out = [(_bound(b), float(c)) for b, c in zip(self.bounds, cumulative, strict=True)]
+        return [*out, ("+Inf", float(self.n))]
+
+
+def _bound(value: float) -> str:
+    return repr(float(value))
+
+
+class ProbeMetrics:
+    """What the daemon has seen since it started; fed once per stored probe run."""
+
+    def __init__(self, config: Config):
+        self.config = config
+        self.success: dict[tuple[str, str], float] = {}
+        self.check_ratio: dict[tuple[str, str], float] = {}
+        self.tokens_per_s: dict[tuple[str, str], float] = {}
+        self.accuracy: dict[tuple[str, str], float] = {}
+        self.results: dict[tuple[str, str], int] = defaultdict(int)
+        self.errors: dict[tuple[str, str], int] = defaultdict(int)
+        self.latency: dict[str, dict[tuple[str, str], Histogram]] = defaultdict(dict)
+        self.fingerprints: dict[str, tuple[str, str, float]] = {}  # endpoint: (fp, model, since)
+        self.last_cycle: float | None = None
+        self.lateness = Histogram(LATENCY_BUCKETS)
+        self.missed: dict[str, int] = defaultdict(int)
+        self.write = Histogram(WORK_BUCKETS)
+        self.changes: dict[tuple[str, str], int] = defaultdict(int)  # (endpoint, kind)
+        self.drift: dict[tuple[str, str, str], Signal] = {}  # (endpoint, golden_set, signal)
+        self.canary_leaks: dict[str, int] = {}
+        self.tiers: dict[tuple[str, str], TierOutcome] = {}  # (endpoint, tier)
+        self.loads: dict[str, ServerLoad | None] = {}  # None: the last read failed
+        self.db_bytes: int | None = None  # the database with its WAL, after retention
+        self.adopt(config)
+
+    def adopt(self, config: Config) -> None:
+        """Follow a (re)loaded config: series that can be known up front exist at zero from the
+        start, and those of endpoints and prompts no longer probed go."""
+        self.config = config
+        wanted = set(config.endpoints)
+        prompts = {
+            (probe.endpoint, prompt.id)
+            for probe in config.probes
+            for prompt in config.golden_sets[probe.golden_set].prompts
+        }
+        for series in (self.success, self.check_ratio, self.tokens_per_s):
+            for key in [k for k in series if k not in prompts]:
+                del series[key]
+        for by_prompt in self.latency.values():
+            for key in [k for k in by_prompt if k not in prompts]:
+                del by_prompt[key]
+        for keyed in (self.accuracy, self.results, self.errors, self.changes, self.tiers):
+            for key in [k for k in keyed if k[0] not in wanted]:
+                del keyed[key]
+        for flat in (self.fingerprints, self.missed, self.canary_leaks, self.loads):
+            for name in [k for k in flat if k not in wanted]:
+                del flat[name]
+        self.drift = {k: v for k, v in self.drift.items() if k[0] in wanted}
+        for endpoint in config.endpoints:
+            for error_class in ERROR_CLASSES:
+                self.errors.setdefault((endpoint, error_class), 0)
+            for result in PROBE_RESULTS:
+                self.results.setdefault((endpoint, result), 0)
+            self.missed.setdefault(endpoint, 0)
+            self.canary_leaks.setdefault(endpoint, 0)
+            for kind in ("fingerprint", "template"):
+                self.changes.setdefault((endpoint, kind), 0)
+        for endpoint, prompt_id in prompts:
+            self._histograms(endpoint, prompt_id)
+
+    def _histograms(self, endpoint: str, prompt_id: str) -> None:
+        key = (endpoint, prompt_id)
+        for name in ("ttfb", "ttft", "e2e"):
+            self.latency[name].setdefault(key, Histogram(LATENCY_BUCKETS))
+        self.latency["itl"].setdefault(key, Histogram(ITL_BUCKETS))
+
+    def observe_run(self, results: Iterable[ProbeResult], finished_at: float) -> None:
+        by_golden: dict[tuple[str, str], list[ProbeResult]] = defaultdict(list)
+        for r in results:
+            key = (r.endpoint, r.prompt_id)
+            a = r.answer
+            self.success[key] = float(r.ok)
+            outcome = (
+                "ok" if r.ok else ("check_failed" if r.error_class == "check_failed" else "error")
+            )
+            self.results[(r.endpoint, outcome)] += 1
+            if r.error_class:
+                self.errors[(r.endpoint, r.error_class)] += 1
+            if leaked(r):
+                self.canary_leaks[r.endpoint] = self.canary_leaks.get(r.endpoint, 0) + 1
+            if r.checks:
+                self.check_ratio[key] = sum(c.ok for c in r.checks) / len(r.checks)
+            if a.tokens_per_s is not None:
+                self.tokens_per_s[key] = a.tokens_per_s
+            self._histograms(*key)
+            if a.error_class is None:  # latency of answers only: failures are timed by their class
+                for name, value in (("ttfb", a.ttfb_s), ("ttft", a.ttft_s), ("e2e", a.e2e_s)):
+                    if value is not None:
+                        self.latency[name][key].observe(value)
+                for gap in a.itl_s:
+                    self.latency["itl"][key].observe(gap)
+            by_golden[(r.endpoint, r.golden_set)].append(r)
+            # `since` moves only on a change event: an endpoint probed with two golden sets has
+            # two fingerprints, and taking turns is not a change.
+            since = self.fingerprints.get(r.endpoint, ("", "", finished_at))[2]
+            self.fingerprints[r.endpoint] = (r.fingerprint, a.model or "", since)
+        for key, group in by_golden.items():
+            answered = [r for r in group if r.answer.error_class is None]
+            if answered:
+                self.accuracy[key] = sum(r.ok for r in answered) / len(answered)
+        self.last_cycle = finished_at
+
+    def observe_serving(
+        self,
+        endpoint: str,
+        tiers: Iterable[TierOutcome],
+        load: ServerLoad | None,
+        load_error: str | None,
+    ) -> None:
+        """The run's liveness, readiness and completion, and the engine's own metrics."""
+        for t in tiers:
+            self.tiers[(endpoint, t.tier)] = t
+        if load is not None or load_error is not None:
+            self.loads[endpoint] = load
+
+    def observe_drift(self, signals: Iterable[Signal]) -> None:
+        for s in signals:
+            self.drift[(s.endpoint, s.golden_set, s.signal)] = s
+
+    def drift_of(self, endpoint: str) -> list[Signal]:
+        # Filter, then sort: sorting every pair's signals per call was quadratic in a fleet.
+        return [s for _, s in sorted(kv for kv in self.drift.items() if kv[0][0] == endpoint)]
+
+    def changed(self, endpoint: str, at: float) -> None:
+        fingerprint, model, _ = self.fingerprints.get(endpoint, ("", "", at))
+        self.fingerprints[endpoint] = (fingerprint, model, at)
+
+    def remember_fingerprint(
+        self, endpoint: str, fingerprint: str, model: str, since: float
+    ) -> None:
+        """Seed from the database at start, so a restart is not mistaken for a change."""
+        self.fingerprints[endpoint] = (fingerprint, model, since)
+
+
+class ProbeCollector(Collector):
+    def __init__(self, metrics: ProbeMetrics):
+        self.m = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.m
+        yield InfoMetricFamily(
+            PREFIX + "build",
+            "mlops-watchdog version and Python.",
+            value={"version": __version__, "python": platform.python_version()},
+        )
+        yield _gauge(
+            "probe_success",
+            "1 if the last probe of this prompt passed, else 0.",
+            ["endpoint", "prompt_id"],
+            m.success,
+        )
+        yield _counter(
+            "probes",
+            "Probes by result: ok, check_failed or error.",
+            ["endpoint", "result"],
+            m.results,
+        )
+        yield _counter(
+            "probe_errors", "Failed probes by error class.", ["endpoint", "class"], m.errors
+        )
+        yield _gauge(
+            "check_pass_ratio",
+            "Share of the prompt's checks that passed, last probe.",
+            ["endpoint", "prompt_id"],
+            m.check_ratio,
+        )
+        yield _gauge(
+            "format_accuracy_ratio",
+            "Share of answered prompts whose checks all passed, last run.",
+            ["endpoint", "golden_set"],
+            m.accuracy,
+        )
+        yield _gauge(
+            "probe_output_tokens_per_second",
+            "Decode speed of the last answer (1/TPOT).",
+            ["endpoint", "prompt_id"],
+            m.tokens_per_s,
+        )
+        help_text = {
+            "ttfb": "Time to the response headers.",
+            "ttft": "Time to the first content token.",
+            "e2e": "Time to the end of the answer.",
+            "itl": "Gaps between content chunks.",
+        }
+        for name, series in m.latency.items():
+            family = HistogramMetricFamily(
+                f"{PREFIX}probe_{name}_seconds", help_text[name], labels=["endpoint", "prompt_id"]
+            )
+            for labels, h in sorted(series.items()):
+                family.add_metric(list(labels), h.buckets(), h.total)
+            yield family
+        info = GaugeMetricFamily(
+            PREFIX + "fingerprint_info",
+            "What answers: 1 for the current fingerprint.",
+            labels=["endpoint", "fingerprint", "model"],
+        )
+        change = GaugeMetricFamily(
+            PREFIX + "fingerprint_change_timestamp_seconds",
+            "When the current fingerprint was first seen.",
+            labels=["endpoint"],
+        )
+        for endpoint, (fp, model, since) in sorted(m.fingerprints.items()):
+            info.add_metric([endpoint, fp, model], 1.0)
+            change.add_metric([endpoint], since)
+        yield info
+        yield change
+        slo_ttft = GaugeMetricFamily(
+            PREFIX + "slo_ttft_seconds", "Configured TTFT objective.", labels=["endpoint"]
+        )
+        slo_e2e = GaugeMetricFamily(
+            PREFIX + "slo_e2e_seconds", "Configured end-to-end objective.", labels=["endpoint"]
+        )
+        for ep_name, ep in sorted(m.config.endpoints.items(), key=lambda kv: kv[0]):
+            if ep.slo.ttft_s is not None:
+                slo_ttft.add_metric([ep_name], ep.slo.ttft_s)
+            if ep.slo.e2e_s is not None:
+                slo_e2e.add_metric([ep_name], ep.slo.e2e_s)
+        yield slo_ttft
+        yield slo_e2e
+        if m.last_cycle is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "last_cycle_timestamp_seconds",
+                "When a probe run last finished.",
+                value=m.last_cycle,
+            )
+        lateness = HistogramMetricFamily(
+            PREFIX + "scheduler_lateness_seconds", "How late scheduled runs started."
+        )
+        lateness.add_metric([], m.lateness.buckets(), m.lateness.total)
+        yield lateness
+        yield _counter(
+            "scheduler_missed_runs",
+            "Runs skipped: misfired, or the previous run still going.",
+            ["endpoint"],
+            {(k,): v for k, v in m.missed.items()},
+        )
+        yield _counter(
+            "changes",
+            "Change events: what answers (fingerprint) or the system prompt (template) changed.",
+            ["endpoint", "kind"],
+            m.changes,
+        )
+        pair_signal = ["endpoint", "golden_set", "signal"]
+        yield _gauge(
+            "drift_status",
+            "Drift against the baseline: 0 ok, 1 drift, -1 inconclusive.",
+            pair_signal,
+            {k: float(STATUS_VALUE[s.status]) for k, s in m.drift.items()},
+        )
+        yield _gauge(
+            "drift_score",
+            "The drift signal's effect: p50 ratio - 1, pass-rate drop, or similarity drop.",
+            pair_signal,
+            {k: s.score for k, s in m.drift.items() if s.score is not None},
+        )
+        yield _counter(
+            "canary_leaks",
+            "Answers that gave away the run's canary token from the system prompt.",
+            ["endpoint"],
+            {(k,): v for k, v in m.canary_leaks.items()},
+        )
+        yield _gauge(
+            "tier_success",
+            "1 if the tier passed in the last run: liveness (health route), readiness (models "
+            "route), completion (a golden prompt answered).",
+            ["endpoint", "tier"],
+            {k: float(t.ok) for k, t in m.tiers.items()},
+        )
+        yield _gauge(
+            "tier_duration_seconds",
+            "How long the tier's request took in the last run.",
+            ["endpoint", "tier"],
+            {k: t.latency_s for k, t in m.tiers.items() if t.latency_s is not None},
+        )
+        yield from _server_families(m.loads)
+        if m.db_bytes is not None:
+            yield GaugeMetricFamily(
+                PREFIX + "database_size_bytes",
+                "The SQLite database with its WAL, as of the last retention pass.",
+                value=float(m.db_bytes),
+            )
+        write = HistogramMetricFamily(
+            PREFIX + "storage_write_seconds", "Time to store one probe run."
+        )
+        write.add_metric([], m.write.buckets(), m.write.total)
+        yield write
+
+
+def _server_families(loads: Mapping[str, ServerLoad | None]) -> Iterator[Metric]:
+    """The engines' own metrics under our names, one series per endpoint that has them."""
+    yield _gauge(
+        "server_metrics_up",
+        "1 if the engine's own /metrics was read in the last run.",
+        ["endpoint"],
+        {(e,): float(load is not None) for e, load in loads.items()},
+    )
+    current = {e: load for e, load in sorted(loads.items()) if load is not None}
+    for name, kind, doc in EXPORTED:
+        if kind == "histogram":
+            family = HistogramMetricFamily(f"{PREFIX}server_{name}", doc, labels=["endpoint"])
+            for e, load in current.items():
+                if load.ttft is not None:
+                    buckets = [(_bound(le), count) for le, count in load.ttft.buckets]
+                    buckets[-1] = ("+Inf", buckets[-1][1])
+                    family.add_metric([e], buckets, load.ttft.sum)
+            yield family
+            continue
+        values = {
+            (e,): (load.started_at if name == "start_time_seconds" else load.values.get(name))
+            for e, load in current.items()
+        }
+        yield _gauge("server_" + name, doc, ["endpoint"], present(values))
+
+
+def present(values: Mapping[Any, float | None]) -> dict[Any, float]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
+    family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
+
+
+def _counter(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
+    family = CounterMetricFamily(PREFIX + name, doc, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), float(value))
+    return family
+
+
+class AlertingCollector(Collector):
+    """Alert state and page delivery, read from SQLite at scrape time."""
+
+    def __init__(
+        self,
+        db: Database,
+        endpoints: Callable[[], list[str]],
+        notifications: Callable[[], Mapping[str, int]],
+        pushes: Callable[[], Mapping[str, int] | None] = lambda: None,
+    ):
+        self.db = db
+        self.endpoints = endpoints
+        self.notifications = notifications
+        self.pushes = pushes
+
+    def collect(self) -> Iterator[Metric]:
+        now_firing = {
+            (r["endpoint"], r["kind"])
+            for r in self.db.query("select endpoint, kind from alerts where state = 'firing'")
+        }
+        # Per endpoint: its own kinds and idle-while-serving; GPU subjects show in gpu_detected.
+        kinds = [*PROBE_KINDS, "drift", "gpu_idle_while_serving"]
+        firing = {
+            (endpoint, kind): float((endpoint, kind) in now_firing)
+            for endpoint in self.endpoints()
+            for kind in kinds
+        }
+        yield _gauge(
+            "alerts_firing",
+            "1 while an alert of this kind is firing for the endpoint.",
+            ["endpoint", "kind"],
+            firing,
+        )
+        counts = dict(self.notifications())
+        counts["suppressed"] = next(
+            self.db.query("select count(*) as n from outbox where status = 'suppressed'")
+        )["n"]
+        yield _counter(
+            "notifications",
+            "Notification attempts by result; suppressed ones were silenced or had no notifier.",
+            ["result"],
+            {(r,): counts.get(r, 0) for r in NOTIFICATION_RESULTS},
+        )
+        yield GaugeMetricFamily(
+            PREFIX + "outbox_pending",
+            "Pages queued in the outbox and not yet delivered.",
+            value=float(outbox.pending_count(self.db)),
+        )
+        pushes = self.pushes()
+        if pushes is not None:  # only with alerting.alertmanager
+            yield _counter(
+                "alertmanager_pushes",
+                "Pushes of the daemon's alerts to each Alertmanager, by result (ok or failed).",
+                ["result"],
+                {(r,): pushes.get(r, 0) for r in ("ok", "failed")},
+            )
+
+
+class NodeLabelled(Collector):
+    """A registry as the listener exposes it: every sample gains the watchdog's `node` label, so
+    a fleet's Prometheus (or a federation above it) tells nodes apart without relabelling."""
+
+    def __init__(self, registry: Collector, node: str):
+        self.registry, self.node = registry, node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        for family in self.registry.collect():
+            labelled = copy.copy(family)
+            # Sample(...) directly: namedtuple's _replace costs twice as much, per sample.
+            labelled.samples = [
+                Sample(s.name, {"node": node, **s.labels}, *s[2:]) for s in family.samples
+            ]
+            yield labelled
