@@ -16,7 +16,7 @@ from jsonschema import Draft202012Validator
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from watchdog.cli import STARTER_CONFIG
-from watchdog.config.load import Included, TopLevel
+from watchdog.config.load import KNOWN_APIS, Included, TopLevel
 from watchdog.config.schema import (
     RESTART,
     SCHEMA_URL,
@@ -237,7 +237,7 @@ def parses(data: dict[str, Any]) -> bool:
     try:
         TopLevel.model_validate(data)
         for item in data.get("endpoints", []):
-            Endpoint.model_validate(item)
+            Endpoint.model_validate(item, context=KNOWN_APIS)
         for item in data.get("probes", []):
             Probe.model_validate(item)
     except ValidationError:

@@ -22,7 +22,7 @@ from watchdog.endpoint import Slo
 from watchdog.golden.checks import canary
 from watchdog.golden.sets import load_golden_set
 from watchdog.parsing.yamlfile import InvalidFile
-from watchdog.probers import readiness
+from watchdog.probers import APIS, readiness
 from watchdog.result import Answer, Change, Run, ServerLoad, TierOutcome
 from watchdog.runner import Runner
 from watchdog.store import Store
@@ -137,13 +137,15 @@ def test_each_api_has_its_own_health_and_ready_routes(
     extra = {"model": "m"} if api == "triton" else {}
     cfg = load_config(write_config(tmp_path, **extra)).endpoints["e"]
     endpoint = cfg.model_copy(update={"api": api})
-    assert [endpoint.liveness_path, endpoint.readiness_path] == routes
+    api = APIS[endpoint.api]
+    assert [api.liveness_path(endpoint), api.readiness_path(endpoint)] == routes
 
 
 def test_a_route_can_be_moved_or_turned_off(tmp_path: Path) -> None:
     cfg = load_config(write_config(tmp_path, health_path="/ping", ready_path=None))
     endpoint = cfg.endpoints["e"]
-    assert (endpoint.liveness_path, endpoint.readiness_path) == ("/ping", None)
+    api = APIS[endpoint.api]
+    assert (api.liveness_path(endpoint), api.readiness_path(endpoint)) == ("/ping", None)
 
 
 def test_a_route_must_start_with_a_slash(tmp_path: Path) -> None:

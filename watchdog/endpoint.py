@@ -4,27 +4,14 @@ and the probes that run golden sets against it on a schedule."""
 from __future__ import annotations
 
 import re
-from typing import Annotated, Literal
+from collections.abc import Mapping
+from typing import Annotated, Literal, Protocol
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
 from watchdog.parsing.fields import Seconds, check_timezone, http_url
 from watchdog.parsing.validate import Strict
 from watchdog.runtime.scheduler import check_cron
-
-APIS = ("openai-chat", "openai-completions", "ollama", "tgi", "triton", "http")
-# Each API's own liveness (health) and readiness (models) routes; `http` services name theirs.
-ROUTES: dict[str, tuple[str | None, str | None]] = {
-    "openai-chat": ("/health", "/v1/models"),
-    "openai-completions": ("/health", "/v1/models"),
-    "ollama": ("/api/version", "/api/tags"),
-    "tgi": ("/health", "/info"),
-    "triton": ("/v2/health/live", "/v2/health/ready"),
-    "http": (None, None),
-}
-# Stacks that serve their own Prometheus metrics at base_url/metrics (Triton's are on port 8002:
-# give `metrics_url`).
-HAS_METRICS = frozenset({"openai-chat", "openai-completions", "tgi"})
 
 
 def _gpu_ref(value: object) -> str | int:
@@ -53,6 +40,19 @@ class Slo(Strict):
     e2e_s: Seconds | None = None
     """End to end, request to last byte: a run whose median e2e latency is above this breaks the
     SLO. None: no objective."""
+
+
+class ApiRules(Protocol):
+    """What the config checks of an API: probers/api.py's Api is one."""
+
+    def needs(self, endpoint: Endpoint) -> str | None: ...
+
+
+def _apis(info: ValidationInfo) -> Mapping[str, ApiRules] | None:
+    """The APIs an endpoint may speak, as the config loader passes them in (`context`): this
+    module knows no API, so that every part can import it."""
+    apis: Mapping[str, ApiRules] | None = (info.context or {}).get("apis")
+    return apis
 
 
 class Endpoint(Strict):
@@ -126,30 +126,6 @@ class Endpoint(Strict):
     """Tokens added to every prompt's `max_tokens`: room for a reasoning model to think before it
     answers. An answer that is all reasoning fails the `reasoning_only` check."""
 
-    @property
-    def liveness_path(self) -> str | None:
-        return self._route("health_path", 0)
-
-    @property
-    def readiness_path(self) -> str | None:
-        return self._route("ready_path", 1)
-
-    def _route(self, key: str, which: int) -> str | None:
-        if key in self.model_fields_set:
-            value: str | None = getattr(self, key)
-            return value or None
-        return ROUTES[self.api][which]
-
-    @property
-    def metrics_source(self) -> str | None:
-        """Where the engine's metrics are read, or None when they are not."""
-        wanted = self.server_metrics
-        if wanted is None:
-            wanted = self.metrics_url is not None or self.api in HAS_METRICS
-        if not wanted:
-            return None
-        return self.metrics_url or self.base_url + "/metrics"
-
     @field_validator("health_path", "ready_path", "path")
     @classmethod
     def _route_path(cls, value: str | None) -> str | None:
@@ -157,27 +133,21 @@ class Endpoint(Strict):
             raise ValueError(f"a route starts with /, e.g. /{value}")
         return value
 
-    @model_validator(mode="after")
-    def _api_needs(self) -> Endpoint:
-        if self.api == "http":
-            if not (self.path and self.body_template and self.text_path):
-                raise ValueError("api: http needs `path`, `body_template` and `text_path`")
-            from watchdog.golden.template import check_template
-
-            problem = check_template(self.body_template)
-            if problem:
-                hint = "; write values as {{ prompt | tojson }}" if "to JSON" in problem else ""
-                raise ValueError(problem + hint)
-        if self.api == "triton" and not self.model:
-            raise ValueError("api: triton needs `model` (the name in /v2/models/NAME/generate)")
-        return self
-
     @field_validator("api")
     @classmethod
-    def _known_api(cls, value: str) -> str:
-        if value not in APIS:
-            raise ValueError(f"unknown api {value!r}; supported: {', '.join(APIS)}")
+    def _known_api(cls, value: str, info: ValidationInfo) -> str:
+        apis = _apis(info)
+        if apis is not None and value not in apis:
+            raise ValueError(f"unknown api {value!r}; supported: {', '.join(apis)}")
         return value
+
+    @model_validator(mode="after")
+    def _api_needs(self, info: ValidationInfo) -> Endpoint:
+        apis = _apis(info)
+        problem = apis[self.api].needs(self) if apis and self.api in apis else None
+        if problem:
+            raise ValueError(problem)
+        return self
 
     @field_validator("base_url", "metrics_url")
     @classmethod

@@ -60,6 +60,23 @@ class Answer:
     model: str | None = None
     system_fingerprint: str | None = None
     server_timings: dict[str, float] | None = None
+    last_content_s: float | None = field(default=None, repr=False)  # when the last piece came
+
+    def add_content(self, text: str, at_s: float) -> None:
+        """A streamed piece of the answer that arrived `at_s` after the request was sent: the
+        first sets TTFT, each later one adds an inter-token gap."""
+        if self.last_content_s is None:
+            self.ttft_s = at_s
+        else:
+            self.itl_s.append(at_s - self.last_content_s)
+        self.last_content_s = at_s
+        self.text += text
+
+    def add_reasoning(self, text: str, at_s: float) -> None:
+        """A streamed piece of reasoning; the first one's arrival is the reasoning's TTFT."""
+        if self.ttft_reasoning_s is None:
+            self.ttft_reasoning_s = at_s
+        self.reasoning += text
 
     @property
     def reasoning_only(self) -> bool:

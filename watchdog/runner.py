@@ -18,9 +18,8 @@ from watchdog.config.load import Config
 from watchdog.drift.compare import profile
 from watchdog.endpoint import Endpoint, Probe
 from watchdog.golden.sets import GoldenSet, Prompt
-from watchdog.probers import PROBERS, readiness
+from watchdog.probers import APIS, readiness
 from watchdog.probers.exchange import TRANSPORT_ERRORS, classify
-from watchdog.probers.identity import identify
 from watchdog.probers.openai_common import headers
 from watchdog.probers.server_metrics import scrape
 from watchdog.result import Answer, CheckOutcome, ProbeResult, Run, ServerLoad, TierOutcome
@@ -139,7 +138,7 @@ class Runner:
         at = self.clock.monotonic()
         tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
         load, load_error = await self._server_load(endpoint)
-        identity = await identify(self.client, endpoint, bodies)
+        identity = await APIS[endpoint.api].identify(self.client, endpoint, bodies)
         if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
             identity["template_hash"] = short_hash(endpoint.system_prompt)
         seen = Look(at, tiers, identity, load, load_error)
@@ -149,7 +148,7 @@ class Runner:
 
     async def _server_load(self, endpoint: Endpoint) -> tuple[ServerLoad | None, str | None]:
         """The engine's queue, batch and cache at probe time: busy, or regressed?"""
-        url = endpoint.metrics_source
+        url = APIS[endpoint.api].metrics_url(endpoint)
         if url is None:
             return None, None
         timeout = min(endpoint.timeout_s, readiness.TIER_TIMEOUT_S)
@@ -173,7 +172,7 @@ class Runner:
     ) -> tuple[datetime, Answer]:
         async with self.limits[endpoint.name], self.everywhere:
             started = self.clock.now()
-            answer = await PROBERS[endpoint.api](
+            answer = await APIS[endpoint.api].probe(
                 self.client, endpoint, model, prompt, stream, self.clock
             )
         return started, answer

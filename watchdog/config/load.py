@@ -27,11 +27,14 @@ from watchdog.parsing.fields import http_url, parse_listen
 from watchdog.parsing.permissions import permission_problems
 from watchdog.parsing.validate import Strict, parse
 from watchdog.parsing.yamlfile import Document, InvalidFile, Problem, load
+from watchdog.probers import APIS
 from watchdog.store.settings import Retention, Storage
 from watchdog.web.settings import WebConfig, load_web_config
 
 DEFAULT_PATH = Path("/etc/mlops-watchdog/config.yaml")
 SHIPPED_GOLDEN_SETS = Path(__file__).parent.parent / "data" / "golden_sets"
+# What an endpoint's `api:` may name, and what each API needs of it: the endpoint validators' context.
+KNOWN_APIS = {"apis": APIS}
 
 
 class TopLevel(Strict):
@@ -178,7 +181,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
     probes: list[Probe] = []
     for doc, section, i, raw in items:
         if section == "endpoints":
-            ep = parse(doc, Endpoint, raw, (section, i))
+            ep = parse(doc, Endpoint, raw, (section, i), KNOWN_APIS)
             if ep and ep.name in endpoints:
                 doc.problems.append(
                     doc.problem((section, i, "name"), f"duplicate endpoint {ep.name!r}")
@@ -272,7 +275,7 @@ def adhoc_config(
     doc = Document("--url", {})
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", url.split("://")[-1].split("/")[0]).strip("-.")
     fields = {"name": host[:64] or "adhoc", "api": api, "base_url": url, "model": model}
-    endpoint = parse(doc, Endpoint, {**fields, "headers": headers})
+    endpoint = parse(doc, Endpoint, {**fields, "headers": headers}, (), KNOWN_APIS)
     golden_path = find_golden_set(Path.cwd(), golden_set)
     if not golden_path.exists():
         doc.problems.append(Problem("--golden-set", 0, "", f"no such file: {golden_set}"))

@@ -11,8 +11,9 @@ from typing import Any
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
 from watchdog.config.load import TopLevel
-from watchdog.endpoint import APIS, NAME, Endpoint, Probe, _gpu_ref
+from watchdog.endpoint import NAME, Endpoint, Probe, _gpu_ref
 from watchdog.parsing.fields import _ratio, _size, parse_duration
+from watchdog.probers import APIS
 
 SCHEMA_URL = (
     "https://raw.githubusercontent.com/mlops-watchdog/mlops-watchdog/main/deploy/config.schema.json"

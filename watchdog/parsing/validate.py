@@ -49,10 +49,13 @@ def _model_in(annotation: Any) -> Any:
     return None
 
 
-def parse(doc: Document, model: type[M], data: Any, at: Path_ = ()) -> M | None:
-    """Validate `data` (found at `at` in `doc`); problems go to `doc.problems`."""
+def parse(
+    doc: Document, model: type[M], data: Any, at: Path_ = (), context: Any = None
+) -> M | None:
+    """Validate `data` (found at `at` in `doc`); problems go to `doc.problems`. `context` is
+    handed to the model's validators (the endpoint's APIs)."""
     try:
-        return model.model_validate(data)
+        return model.model_validate(data, context=context)
     except ValidationError as exc:
         for error in exc.errors():
             loc = _in_file(data, error["loc"], error["type"])

@@ -1,26 +1,19 @@
-"""One module per endpoint API, all with the same async signature, registered here."""
+"""One module per serving API, each ending in `API = Api(...)` (probers/api.py), registered here
+with one line: how to ask it, how it says what it serves, its routes and what it needs."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
-import httpx
-
-from watchdog.endpoint import Endpoint
-from watchdog.golden.sets import Prompt
 from watchdog.probers import http, ollama, openai_chat, openai_completions, tgi, triton
-from watchdog.result import Answer
-from watchdog.runtime.clock import Clock
+from watchdog.probers.api import Api
 
-ProbeFn = Callable[
-    [httpx.AsyncClient, Endpoint, str | None, Prompt, bool, Clock], Awaitable[Answer]
-]
-
-PROBERS: dict[str, ProbeFn] = {
-    "openai-chat": openai_chat.probe,
-    "openai-completions": openai_completions.probe,
-    "ollama": ollama.probe,
-    "tgi": tgi.probe,
-    "triton": triton.probe,
-    "http": http.probe,
+APIS: dict[str, Api] = {
+    api.name: api
+    for api in (
+        openai_chat.API,
+        openai_completions.API,
+        ollama.API,
+        tgi.API,
+        triton.API,
+        http.API,
+    )
 }

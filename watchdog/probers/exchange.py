@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 
+from watchdog.endpoint import Endpoint
 from watchdog.result import Answer, ErrorClass
 from watchdog.runtime.clock import Clock
 
@@ -91,6 +92,25 @@ def status_failure(response: httpx.Response, body: bytes) -> Failure:
         retry = response.headers.get("retry-after")
         return Failure("rate_limited", detail + (f" (Retry-After {retry})" if retry else ""), code)
     return Failure("http_status", detail, code)
+
+
+def error_message(body: bytes) -> Any:
+    """The `error` of a JSON error body (`{"error": ...}`, as Ollama, TGI and Triton send), or
+    None when the body is not such an object."""
+    try:
+        obj = json.loads(body.decode("utf-8", "replace"))
+    except ValueError:
+        return None
+    return obj if isinstance(obj, dict) and obj.get("error") is not None else None
+
+
+def message_failure(response: httpx.Response, body: bytes) -> Failure:
+    """The status's class, with the server's JSON `error` message as the detail when it sent
+    one, and the body's first bytes otherwise."""
+    obj = error_message(body)
+    if obj is None:
+        return status_failure(response, body)
+    return status_failure(response, str(obj["error"])[:200].encode())
 
 
 async def body_chunks(response: httpx.Response, cap: int) -> AsyncIterator[bytes]:
@@ -285,6 +305,70 @@ async def timed(
         answer.status_code = failure.status_code or answer.status_code
         answer.e2e_s = clock.monotonic() - t0
     return answer
+
+
+async def ask(
+    client: httpx.AsyncClient,
+    clock: Clock,
+    endpoint: Endpoint,
+    url: str,
+    sent: dict[str, str],
+    stream: bool,
+    read_stream: Reader,
+    read_whole: Reader,
+    *,
+    method: str = "POST",
+    body: bytes | None = None,
+    json_body: Any = None,
+    refusal: Refusal = status_failure,
+    sse: bool = True,
+    empty: str = "no content (finish_reason={finish_reason})",
+) -> Answer:
+    """One golden prompt asked and timed: `read_stream` reads a streamed answer (with `sse`, only
+    when the server answers `text/event-stream`), `read_whole` anything else. An answer with no
+    content, no reasoning and no tool calls is `empty_output`, its detail `empty` filled with
+    the answer's fields. Never raises for what the endpoint does."""
+
+    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
+        if stream and (not sse or content_type(response) == "text/event-stream"):
+            await read_stream(response, answer, t0)
+        else:
+            await read_whole(response, answer, t0)
+
+    answer = await timed(
+        client,
+        clock,
+        method,
+        url,
+        endpoint.timeout_s,
+        sent,
+        read,
+        streaming=stream,
+        body=body,
+        json_body=json_body,
+        refusal=refusal,
+    )
+    if answer.error_class is None and not (
+        answer.text.strip() or answer.reasoning or answer.tool_calls
+    ):
+        answer.error_class = "empty_output"
+        answer.error_detail = empty.format(**vars(answer), endpoint=endpoint)
+    return answer
+
+
+async def whole_json(
+    response: httpx.Response, cap: int, answer: Answer, t0: float, clock: Clock
+) -> Any:
+    """A whole JSON body read under the cap, its arrival timed as the answer's e2e; a body that
+    is not UTF-8, not JSON, or labelled another type is `bad_response`."""
+    status = response.status_code
+    body = b"".join([c async for c in body_chunks(response, cap)])
+    answer.e2e_s = clock.monotonic() - t0
+    text = decode(body, "the body", status)
+    kind = content_type(response)
+    if kind and "json" not in kind:
+        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
+    return parse_json(text, "the body", status)
 
 
 async def error_body(response: httpx.Response) -> bytes:

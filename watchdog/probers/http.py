@@ -10,8 +10,14 @@ import httpx
 
 from watchdog.endpoint import Endpoint
 from watchdog.golden.sets import Prompt
-from watchdog.golden.template import BodyTemplateError, render_body
-from watchdog.probers.exchange import Failure, body_chunks, decode, parse_json, timed
+from watchdog.golden.template import BodyTemplateError, check_template, render_body
+from watchdog.probers.api import Api
+from watchdog.probers.exchange import (
+    Failure,
+    ask,
+    whole_json,
+)
+from watchdog.probers.identity import identify
 from watchdog.probers.openai_common import headers
 from watchdog.result import Answer
 from watchdog.runtime.clock import Clock
@@ -90,24 +96,26 @@ async def probe(
     request_headers = {"Content-Type": "application/json", **headers(endpoint, False)}
 
     async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
-        await _read_json(response, endpoint, answer, t0, clock)
+        obj = await whole_json(response, endpoint.max_body_bytes, answer, t0, clock)
+        try:
+            answer.text = text_at(obj, endpoint.text_path or "")
+        except ValueError as exc:
+            raise Failure("bad_response", str(exc), response.status_code) from None
 
-    answer = await timed(
+    answer = await ask(
         client,
         clock,
-        endpoint.method,
+        endpoint,
         url,
-        endpoint.timeout_s,
         request_headers,
+        False,
         read,
-        streaming=False,
+        read,
+        method=endpoint.method,
         body=body.encode(),
+        empty="no content at text_path `{endpoint.text_path}`",
     )
     if answer.error_class is not None:
-        return answer
-    if not answer.text.strip():
-        answer.error_class = "empty_output"
-        answer.error_detail = f"no content at text_path `{endpoint.text_path}`"
         return answer
     answer.ttft_s = answer.e2e_s
     # About four characters a token: a service of our own reports no usage we could know.
@@ -115,18 +123,14 @@ async def probe(
     return answer
 
 
-async def _read_json(
-    response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
-) -> None:
-    status = response.status_code
-    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
-    answer.e2e_s = clock.monotonic() - t0
-    text = decode(body, "the body", status)
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind and "json" not in kind:
-        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
-    obj = parse_json(text, "the body", status)
-    try:
-        answer.text = text_at(obj, endpoint.text_path or "")
-    except ValueError as exc:
-        raise Failure("bad_response", str(exc), status) from None
+def _needs_template(endpoint: Endpoint) -> str | None:
+    """What an `http` endpoint must give, and a body template that renders to JSON."""
+    if not (endpoint.path and endpoint.body_template and endpoint.text_path):
+        return "api: http needs `path`, `body_template` and `text_path`"
+    problem = check_template(endpoint.body_template)
+    if problem and "to JSON" in problem:
+        return problem + "; write values as {{ prompt | tojson }}"
+    return problem
+
+
+API = Api("http", probe, identify, needs=_needs_template)

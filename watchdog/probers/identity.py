@@ -1,8 +1,7 @@
-"""What is answering: model ids from /v1/models and llama.cpp's /props build, for fingerprints."""
+"""What is answering, for fingerprints: the JSON routes an API names, read once per look."""
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Mapping
 from typing import Any
@@ -14,12 +13,6 @@ from watchdog.probers.exchange import TRANSPORT_ERRORS, get_json
 from watchdog.probers.openai_common import headers
 
 IDENTIFY_TIMEOUT_S = 10.0
-# APIs whose servers say what they serve in their own way (imported late: they use endpoint_json).
-OWN_IDENTITY = {
-    "ollama": "watchdog.probers.ollama",
-    "tgi": "watchdog.probers.tgi",
-    "triton": "watchdog.probers.triton",
-}
 
 
 async def endpoint_json(
@@ -41,12 +34,10 @@ async def endpoint_json(
 async def identify(
     client: httpx.AsyncClient, endpoint: Endpoint, seen: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Best effort: a server without these routes still gets probed, with less in its identity."""
+    """What an OpenAI-compatible server (and an `http` service) says it serves: model ids from
+    /v1/models, llama.cpp's build and model file from /props. Best effort: a server without
+    these routes still gets probed, with less in its identity."""
     seen = seen or {}
-    if endpoint.api in OWN_IDENTITY:
-        module = importlib.import_module(OWN_IDENTITY[endpoint.api])
-        own: dict[str, Any] = await module.identify(client, endpoint, seen)
-        return own
     identity: dict[str, Any] = {"api": endpoint.api}
     try:
         models = await endpoint_json(client, endpoint, "/v1/models", seen)

@@ -10,15 +10,15 @@ import httpx
 
 from watchdog.endpoint import Endpoint
 from watchdog.golden.sets import Prompt
+from watchdog.probers.api import Api
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,
-    body_chunks,
-    decode,
+    ask,
     json_lines,
+    message_failure,
     parse_json,
-    status_failure,
-    timed,
+    whole_json,
 )
 from watchdog.probers.identity import endpoint_json
 from watchdog.probers.openai_common import headers
@@ -75,44 +75,40 @@ async def probe(
     if stream and "Accept" not in endpoint.headers:
         sent["Accept"] = "application/x-ndjson"
 
-    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
-        if stream:
-            await _read_stream(response, endpoint, answer, t0, clock)
-        else:
-            await _read_json(response, endpoint, answer, t0, clock)
+    async def read_stream(response: httpx.Response, answer: Answer, t0: float) -> None:
+        await _read_stream(response, endpoint, answer, t0, clock)
 
-    answer = await timed(
+    async def read_whole(response: httpx.Response, answer: Answer, t0: float) -> None:
+        obj = await whole_json(response, endpoint.max_body_bytes, answer, t0, clock)
+        status = response.status_code
+        if (
+            isinstance(obj, dict)
+            and not isinstance(obj.get("message"), dict)
+            and "error" not in obj
+        ):
+            raise Failure("bad_response", "the body has no `message` object", status)
+        answer.text, answer.reasoning, _ = _absorb(obj, answer, status, "the body")
+
+    answer = await ask(
         client,
         clock,
-        "POST",
+        endpoint,
         endpoint.base_url + "/api/chat",
-        endpoint.timeout_s,
         sent,
-        read,
-        streaming=stream,
+        stream,
+        read_stream,
+        read_whole,
         json_body=payload,
-        refusal=_status_failure,
+        refusal=message_failure,
+        sse=False,
+        empty="no content (done_reason={finish_reason})",
     )
-    if answer.error_class is not None:
-        return answer
-    if not answer.text.strip() and not answer.reasoning and not answer.tool_calls:
-        answer.error_class = "empty_output"
-        answer.error_detail = f"no content (done_reason={answer.finish_reason})"
-    if answer.token_source is None and answer.text:
+    if answer.error_class is None and answer.token_source is None and answer.text:
         # One streamed chunk is usually one token; otherwise about four characters a token.
         chunks = len(answer.itl_s) + 1 if answer.ttft_s is not None else 0
         answer.output_tokens = chunks or math.ceil(len(answer.text) / 4)
         answer.token_source = "estimate"
     return answer
-
-
-def _status_failure(response: httpx.Response, body: bytes) -> Failure:
-    """The status's class, with Ollama's `{"error": "..."}` message as the detail when it sent one."""
-    try:
-        message = parse_json(body.decode("utf-8", "replace"), "the error body", None).get("error")
-    except (Failure, AttributeError):
-        message = None
-    return status_failure(response, message.encode() if isinstance(message, str) else body)
 
 
 def _absorb(obj: Any, answer: Answer, status: int | None, where: str) -> tuple[str, str, bool]:
@@ -155,41 +151,17 @@ async def _read_stream(
     response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
 ) -> None:
     status = response.status_code
-    last_content: float | None = None
     async for line, at in json_lines(response, endpoint.max_body_bytes, clock.monotonic):
         obj = parse_json(line, "a stream line", status)
         content, thinking, done = _absorb(obj, answer, status, "the stream")
         if thinking:
-            answer.reasoning += thinking
-            if answer.ttft_reasoning_s is None:
-                answer.ttft_reasoning_s = at - t0
+            answer.add_reasoning(thinking, at - t0)
         if content:
-            answer.text += content
-            if last_content is None:
-                answer.ttft_s = at - t0
-            else:
-                answer.itl_s.append(at - last_content)
-            last_content = at
+            answer.add_content(content, at - t0)
         if done:
             answer.e2e_s = at - t0
             return
     raise Failure("stream_truncated", "stream ended without a `done: true` line", status)
-
-
-async def _read_json(
-    response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
-) -> None:
-    status = response.status_code
-    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
-    answer.e2e_s = clock.monotonic() - t0
-    text = decode(body, "the body", status)
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind and "json" not in kind:
-        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
-    obj = parse_json(text, "the body", status)
-    if isinstance(obj, dict) and not isinstance(obj.get("message"), dict) and "error" not in obj:
-        raise Failure("bad_response", "the body has no `message` object", status)
-    answer.text, answer.reasoning, _ = _absorb(obj, answer, status, "the body")
 
 
 def _named(entry: dict[str, Any], model: str) -> bool:
@@ -221,3 +193,12 @@ async def identify(
                 identity["model_digest"] = entry["digest"]
             break
     return identity
+
+
+API = Api(
+    "ollama",
+    probe,
+    identify,
+    health_path="/api/version",
+    ready_path="/api/tags",
+)

@@ -14,12 +14,10 @@ from watchdog.endpoint import Endpoint
 from watchdog.probers.exchange import (
     ACCEPT_ENCODING,
     Failure,
-    body_chunks,
-    content_type,
-    decode,
+    ask,
     parse_json,
     sse_events,
-    timed,
+    whole_json,
 )
 from watchdog.result import Answer
 from watchdog.runtime.clock import Clock
@@ -68,30 +66,26 @@ async def exchange(
 ) -> Answer:
     """POST `payload` and time the answer; never raises for what the endpoint does."""
 
-    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
-        kind = content_type(response)
-        if stream and kind == "text/event-stream":
-            await _read_stream(response, endpoint, answer, t0, clock, piece_of)
-        else:
-            await _read_json(response, endpoint, answer, t0, clock, piece_of, kind)
+    async def read_stream(response: httpx.Response, answer: Answer, t0: float) -> None:
+        await _read_stream(response, endpoint, answer, t0, clock, piece_of)
 
-    answer = await timed(
+    async def read_whole(response: httpx.Response, answer: Answer, t0: float) -> None:
+        obj = await whole_json(response, endpoint.max_body_bytes, answer, t0, clock)
+        _read_json(obj, response.status_code, answer, piece_of)
+
+    answer = await ask(
         client,
         clock,
-        "POST",
+        endpoint,
         endpoint.base_url + path,
-        endpoint.timeout_s,
         headers(endpoint, stream),
-        read,
-        streaming=stream,
+        stream,
+        read_stream,
+        read_whole,
         json_body=payload,
     )
-    if answer.error_class is not None:
-        return answer
-    if not answer.text.strip() and not answer.reasoning and not answer.tool_calls:
-        answer.error_class = "empty_output"
-        answer.error_detail = f"no content (finish_reason={answer.finish_reason})"
-    _count_tokens(answer, streamed_chunks=len(answer.itl_s) + 1 if answer.ttft_s is not None else 0)
+    if answer.error_class in (None, "empty_output"):
+        _count_tokens(answer, len(answer.itl_s) + 1 if answer.ttft_s is not None else 0)
     return answer
 
 
@@ -154,7 +148,6 @@ async def _read_stream(
     piece_of: Callable[[dict[str, Any], bool], Piece],
 ) -> None:
     status = response.status_code
-    last_content: float | None = None
     done = False
     async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
         if event.data.strip() == "[DONE]":
@@ -167,37 +160,17 @@ async def _read_stream(
             answer.finish_reason = piece.finish_reason or answer.finish_reason
             answer.tool_calls += piece.tool_calls
             if piece.reasoning:
-                answer.reasoning += piece.reasoning
-                if answer.ttft_reasoning_s is None:
-                    answer.ttft_reasoning_s = event.at - t0
+                answer.add_reasoning(piece.reasoning, event.at - t0)
             if piece.content:
-                answer.text += piece.content
-                if last_content is None:
-                    answer.ttft_s = event.at - t0
-                else:
-                    answer.itl_s.append(event.at - last_content)
-                last_content = event.at
+                answer.add_content(piece.content, event.at - t0)
     if not done or answer.finish_reason is None:
         missing = "[DONE]" if not done else "a finish_reason"
         raise Failure("stream_truncated", f"stream ended without {missing}", status)
 
 
-async def _read_json(
-    response: httpx.Response,
-    endpoint: Endpoint,
-    answer: Answer,
-    t0: float,
-    clock: Clock,
-    piece_of: Callable[[dict[str, Any], bool], Piece],
-    kind: str,
+def _read_json(
+    obj: Any, status: int, answer: Answer, piece_of: Callable[[dict[str, Any], bool], Piece]
 ) -> None:
-    status = response.status_code
-    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
-    answer.e2e_s = clock.monotonic() - t0
-    text = decode(body, "the body", status)
-    if kind and "json" not in kind:
-        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
-    obj = parse_json(text, "the body", status)
     choices = _absorb(obj, answer, status, "the body")
     if not choices:
         raise Failure("bad_response", "the body has no choices", status)

@@ -8,6 +8,8 @@ import httpx
 
 from watchdog.endpoint import Endpoint
 from watchdog.golden.sets import Prompt
+from watchdog.probers.api import Api
+from watchdog.probers.identity import identify
 from watchdog.probers.openai_common import Piece, exchange, request_body
 from watchdog.result import Answer
 from watchdog.runtime.clock import Clock
@@ -27,3 +29,13 @@ async def probe(
 ) -> Answer:
     payload = request_body({"prompt": prompt.as_text}, prompt.sampling, model, stream)
     return await exchange(client, endpoint, "/v1/completions", payload, stream, clock, piece_of)
+
+
+API = Api(
+    "openai-completions",
+    probe,
+    identify,
+    health_path="/health",
+    ready_path="/v1/models",
+    serves_metrics=True,
+)

@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from watchdog.endpoint import Endpoint
+from watchdog.probers import APIS
 from watchdog.probers.exchange import body_chunks, timed
 from watchdog.probers.openai_common import headers
 from watchdog.result import Answer, ProbeResult, TierOutcome
@@ -74,9 +75,10 @@ async def routes(
     and the JSON bodies they answered with, by path."""
     out = []
     bodies: dict[str, Any] = {}
+    api = APIS[endpoint.api]
     for tier, path in (
-        ("liveness", endpoint.liveness_path),
-        ("readiness", endpoint.readiness_path),
+        ("liveness", api.liveness_path(endpoint)),
+        ("readiness", api.readiness_path(endpoint)),
     ):
         if path:
             out.append(await check(client, endpoint, tier, path, clock, bodies))

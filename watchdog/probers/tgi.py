@@ -10,16 +10,16 @@ import httpx
 
 from watchdog.endpoint import Endpoint
 from watchdog.golden.sets import Prompt
+from watchdog.probers.api import Api
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,
-    body_chunks,
-    content_type,
-    decode,
+    ask,
+    error_message,
     parse_json,
     sse_events,
     status_failure,
-    timed,
+    whole_json,
 )
 from watchdog.probers.identity import endpoint_json
 from watchdog.probers.openai_common import headers
@@ -68,45 +68,35 @@ async def probe(
     """
     path = "/generate_stream" if stream else "/generate"
 
-    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
-        kind = content_type(response)
-        if stream and kind == "text/event-stream":
-            await _read_stream(response, endpoint, answer, t0, clock)
-        else:
-            await _read_json(response, endpoint, answer, t0, clock, kind)
+    async def read_stream(response: httpx.Response, answer: Answer, t0: float) -> None:
+        await _read_stream(response, endpoint, answer, t0, clock)
 
-    answer = await timed(
+    async def read_whole(response: httpx.Response, answer: Answer, t0: float) -> None:
+        obj = await whole_json(response, endpoint.max_body_bytes, answer, t0, clock)
+        _read_json(obj, response.status_code, answer)
+
+    return await ask(
         client,
         clock,
-        "POST",
+        endpoint,
         endpoint.base_url + path,
-        endpoint.timeout_s,
         headers(endpoint, stream),
-        read,
-        streaming=stream,
+        stream,
+        read_stream,
+        read_whole,
         json_body=request_body(prompt),
         refusal=_status_failure,
     )
-    if answer.error_class is not None:
-        return answer
-    if not answer.text.strip():
-        answer.error_class = "empty_output"
-        answer.error_detail = f"no content (finish_reason={answer.finish_reason})"
-    return answer
 
 
 def _status_failure(response: httpx.Response, body: bytes) -> Failure:
     """TGI's error body `{"error", "error_type"}` in the detail; overloaded is rate limiting."""
-    try:
-        obj = parse_json(body.decode("utf-8", "replace"), "the error body", None)
-    except Failure:
-        obj = None
-    if not isinstance(obj, dict) or obj.get("error") is None:
+    obj = error_message(body)
+    if obj is None:
         return status_failure(response, body)
     code = response.status_code
-    error_type = obj.get("error_type")
     detail = f"HTTP {code} {response.reason_phrase}: " + _error_text(obj)
-    if code == 429 or error_type == "overloaded":
+    if code == 429 or obj.get("error_type") == "overloaded":
         retry = response.headers.get("retry-after")
         return Failure("rate_limited", detail + (f" (Retry-After {retry})" if retry else ""), code)
     return Failure("http_status", detail, code)
@@ -146,7 +136,6 @@ async def _read_stream(
     response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
 ) -> None:
     status = response.status_code
-    last_content: float | None = None
     tokens = 0
     finished = False
     async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
@@ -163,12 +152,7 @@ async def _read_stream(
         if not isinstance(text, str):
             raise Failure("bad_response", "a stream token has no `text` string", status)
         if text and not token.get("special"):
-            answer.text += text
-            if last_content is None:
-                answer.ttft_s = event.at - t0
-            else:
-                answer.itl_s.append(event.at - last_content)
-            last_content = event.at
+            answer.add_content(text, event.at - t0)
         if obj.get("generated_text") is not None:
             # The last event carries the whole text, detokenised once: trust it over the pieces.
             if isinstance(obj["generated_text"], str):
@@ -182,21 +166,7 @@ async def _read_stream(
         answer.output_tokens, answer.token_source = tokens, "estimate"
 
 
-async def _read_json(
-    response: httpx.Response,
-    endpoint: Endpoint,
-    answer: Answer,
-    t0: float,
-    clock: Clock,
-    kind: str,
-) -> None:
-    status = response.status_code
-    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
-    answer.e2e_s = clock.monotonic() - t0
-    text = decode(body, "the body", status)
-    if kind and "json" not in kind:
-        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
-    obj = parse_json(text, "the body", status)
+def _read_json(obj: Any, status: int, answer: Answer) -> None:
     if isinstance(obj, list) and len(obj) == 1:
         obj = obj[0]  # TGI's `/` route, and proxies in front of it, answer with a list of one
     if not isinstance(obj, dict):
@@ -231,3 +201,13 @@ async def identify(
     if isinstance(build, str):
         identity["build_info"] = build
     return identity
+
+
+API = Api(
+    "tgi",
+    probe,
+    identify,
+    health_path="/health",
+    ready_path="/info",
+    serves_metrics=True,
+)

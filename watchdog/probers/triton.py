@@ -11,16 +11,15 @@ import httpx
 
 from watchdog.endpoint import Endpoint
 from watchdog.golden.sets import Prompt
+from watchdog.probers.api import Api
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,
-    body_chunks,
-    content_type,
-    decode,
+    ask,
+    message_failure,
     parse_json,
     sse_events,
-    status_failure,
-    timed,
+    whole_json,
 )
 from watchdog.probers.identity import endpoint_json
 from watchdog.probers.openai_common import headers
@@ -58,47 +57,28 @@ async def probe(
     """
     path = model_path(endpoint, model) + ("/generate_stream" if stream else "/generate")
 
-    async def read(response: httpx.Response, answer: Answer, t0: float) -> None:
-        kind = content_type(response)
-        if stream and kind == "text/event-stream":
-            await _read_stream(response, endpoint, answer, t0, clock)
-        else:
-            await _read_json(response, endpoint, answer, t0, clock, kind)
+    async def read_stream(response: httpx.Response, answer: Answer, t0: float) -> None:
+        await _read_stream(response, endpoint, answer, t0, clock)
 
-    answer = await timed(
+    async def read_whole(response: httpx.Response, answer: Answer, t0: float) -> None:
+        obj = await whole_json(response, endpoint.max_body_bytes, answer, t0, clock)
+        answer.text = _absorb(obj, answer, response.status_code, "the body")
+        if answer.text:
+            # About four characters a token: Triton reports no token counts.
+            answer.output_tokens, answer.token_source = math.ceil(len(answer.text) / 4), "estimate"
+
+    return await ask(
         client,
         clock,
-        "POST",
+        endpoint,
         endpoint.base_url + path,
-        endpoint.timeout_s,
         headers(endpoint, stream),
-        read,
-        streaming=stream,
+        stream,
+        read_stream,
+        read_whole,
         json_body=request_body(prompt, stream),
-        refusal=_status_failure,
+        refusal=message_failure,
     )
-    if answer.error_class is not None:
-        return answer
-    if not answer.text.strip():
-        answer.error_class = "empty_output"
-        answer.error_detail = f"no content (finish_reason={answer.finish_reason})"
-    return answer
-
-
-def _status_failure(response: httpx.Response, body: bytes) -> Failure:
-    """Triton's error body `{"error": "..."}`: its message, not the JSON, goes in the detail."""
-    try:
-        obj = parse_json(body.decode("utf-8", "replace"), "the error body", None)
-    except Failure:
-        obj = None
-    if not isinstance(obj, dict) or obj.get("error") is None:
-        return status_failure(response, body)
-    code = response.status_code
-    detail = f"HTTP {code} {response.reason_phrase}: {str(obj['error'])[:200]}"
-    if code == 429:
-        retry = response.headers.get("retry-after")
-        return Failure("rate_limited", detail + (f" (Retry-After {retry})" if retry else ""), code)
-    return Failure("http_status", detail, code)
 
 
 def _absorb(obj: Any, answer: Answer, status: int | None, where: str) -> str:
@@ -124,7 +104,6 @@ async def _read_stream(
     response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
 ) -> None:
     status = response.status_code
-    last_content: float | None = None
     chunks = 0
     async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
         obj = parse_json(event.data, "a stream event", status)
@@ -133,38 +112,13 @@ async def _read_stream(
         answer.e2e_s = event.at - t0
         if text:
             chunks += 1
-            answer.text += text
-            if last_content is None:
-                answer.ttft_s = event.at - t0
-            else:
-                answer.itl_s.append(event.at - last_content)
-            last_content = event.at
+            answer.add_content(text, event.at - t0)
     # No end marker: the stream simply ends, and a broken connection raises before here.
     if answer.e2e_s is None:
         answer.e2e_s = clock.monotonic() - t0
     if answer.text:
         # Triton reports no token counts; one streamed delta is usually one token.
         answer.output_tokens, answer.token_source = chunks, "estimate"
-
-
-async def _read_json(
-    response: httpx.Response,
-    endpoint: Endpoint,
-    answer: Answer,
-    t0: float,
-    clock: Clock,
-    kind: str,
-) -> None:
-    status = response.status_code
-    body = b"".join([c async for c in body_chunks(response, endpoint.max_body_bytes)])
-    answer.e2e_s = clock.monotonic() - t0
-    text = decode(body, "the body", status)
-    if kind and "json" not in kind:
-        raise Failure("bad_response", f"expected JSON, got {kind}: {text[:80]!r}", status)
-    answer.text = _absorb(parse_json(text, "the body", status), answer, status, "the body")
-    if answer.text:
-        # About four characters a token: Triton reports no token counts.
-        answer.output_tokens, answer.token_source = math.ceil(len(answer.text) / 4), "estimate"
 
 
 async def identify(
@@ -188,3 +142,19 @@ async def identify(
         if all(isinstance(p, str) for p in parts):
             identity["build_info"] = " ".join(str(p) for p in parts)
     return identity
+
+
+def _needs_model(endpoint: Endpoint) -> str | None:
+    if endpoint.model:
+        return None
+    return "api: triton needs `model` (the name in /v2/models/NAME/generate)"
+
+
+API = Api(
+    "triton",
+    probe,
+    identify,
+    health_path="/v2/health/live",
+    ready_path="/v2/health/ready",
+    needs=_needs_model,
+)
