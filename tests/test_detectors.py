@@ -11,10 +11,10 @@ import pytest
 
 from tests.fakenvml import TRACE, UUID, FakeGpu, FakeNvml, samples
 from watchdog.gpu.detectors import (
+    DETECTORS,
     Context,
     ProbeWindow,
     XidCount,
-    _registry,
     contention,
     hardware,
     idle,
@@ -380,7 +380,7 @@ def test_run_all_answers_for_every_registered_kind() -> None:
             gpu_count_max=1,
         )
     )
-    assert set(seen) == set(_registry())
+    assert set(seen) == set(DETECTORS)
     assert all(seen.values()), {kind: f for kind, f in seen.items() if not f}
     failing = {kind for kind, findings in seen.items() if any(f.failing for f in findings)}
     assert failing == {"gpu_vram_leak", "gpu_throttling"}

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from watchdog.config.load import load_config
+from watchdog.config.load import Config, load_config
+from watchdog.endpoint import Endpoint
 from watchdog.result import Answer, CheckOutcome, ProbeResult
 from watchdog.web.metrics import ProbeCollector, ProbeMetrics
 
@@ -59,6 +60,11 @@ def result(prompt_id: str, ok: bool = True, error: str | None = None) -> ProbeRe
     )
 
 
+def watched(cfg: Config) -> tuple[dict[str, Endpoint], dict[str, list[str]]]:
+    """What ProbeMetrics takes of a config: the endpoints, and each one's prompt ids."""
+    return cfg.endpoints, cfg.prompts()
+
+
 def registry(metrics: ProbeMetrics) -> CollectorRegistry:
     r = CollectorRegistry()
     r.register(ProbeCollector(metrics))
@@ -66,7 +72,7 @@ def registry(metrics: ProbeMetrics) -> CollectorRegistry:
 
 
 def test_series_known_up_front_start_at_zero(tmp_path: Path) -> None:
-    r = registry(ProbeMetrics(config(tmp_path)))
+    r = registry(ProbeMetrics(*watched(config(tmp_path))))
     assert (
         r.get_sample_value(
             "mlops_watchdog_probe_errors_total", {"endpoint": "vllm", "class": "timeout"}
@@ -95,7 +101,7 @@ def test_series_known_up_front_start_at_zero(tmp_path: Path) -> None:
 
 
 def test_a_run_moves_every_metric(tmp_path: Path) -> None:
-    m = ProbeMetrics(config(tmp_path))
+    m = ProbeMetrics(*watched(config(tmp_path)))
     r = registry(m)
     m.observe_run(
         [result("capital-france"), result("arithmetic", ok=False), result("say", error="timeout")],
@@ -162,7 +168,7 @@ def test_exposition_is_promtool_clean(tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail("promtool is missing: apt-get install prometheus", pytrace=False)
         pytest.skip("promtool is missing")
-    m = ProbeMetrics(config(tmp_path))
+    m = ProbeMetrics(*watched(config(tmp_path)))
     m.observe_run([result("capital-france")], 1700000000.0)
     m.lateness.observe(0.02)
     text = generate_latest(registry(m))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -184,6 +185,37 @@ async def test_the_daemon_pages_when_health_passes_and_completions_hang(tmp_path
     assert (tiers["liveness"]["ok"], tiers["completion"]["ok"]) == (1, 0)
     assert tiers["completion"]["error_class"] == "timeout"
     assert daemon.metrics.tiers[("e", "completion")].ok is False
+
+
+async def test_a_change_whose_run_was_not_stored_is_counted_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the daemon keeps in memory changes only once the run's transaction commits: a model
+    swap seen by a run whose write failed is seen again by the next run, and counted once."""
+    server = Server()
+    cfg = load_config(write_config(tmp_path))
+    store = Store.open(tmp_path / "w.db")
+    stored = store.record_run
+
+    def disk_full(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
+        daemon = Daemon(cfg, client, store, FakeClock())
+        await daemon.probe_once(cfg.probes[0])
+        server.routes["/v1/models"] = body({"data": [{"id": "gemma"}]})
+        monkeypatch.setattr(store, "record_run", disk_full)
+        await daemon.probe_once(cfg.probes[0])
+        assert daemon.ready()["store"] is False
+        assert daemon.metrics.changes[("e", "fingerprint")] == 0
+        server.routes["/v1/models"] = body({"data": [{"id": "gemma"}]})  # a response reads once
+        monkeypatch.setattr(store, "record_run", stored)
+        await daemon.probe_once(cfg.probes[0])
+    assert daemon.ready()["store"] is True
+    assert daemon.metrics.changes[("e", "fingerprint")] == 1
+    assert [r["detail"] for r in store.db.query("select detail from changes")] == [
+        "model_ids: smol → gemma"
+    ]
 
 
 # --- the canary ---

@@ -16,18 +16,33 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
 import watchdog
+from watchdog import dashboards
+from watchdog.alerting import silences
+from watchdog.alerting.kinds import KINDS
+from watchdog.alerting.messages import Renderer
+from watchdog.alerting.notifiers import build
 from watchdog.config.load import Config, adhoc_config, config_path, load_config
+from watchdog.config.schema import config_schema_json
+from watchdog.daemon import Daemon
+from watchdog.drift import attribution, baselines
+from watchdog.endpoint import Probe
+from watchdog.gpu.nvml import Nvml
 from watchdog.parsing.fields import parse_duration
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.probers.transport import http_client
+from watchdog.reports import table
+from watchdog.reports.daily import write_daily
 from watchdog.reports.health import health, write_csv
 from watchdog.result import Run
 from watchdog.runner import Runner
+from watchdog.runtime import logs, systemd
 from watchdog.runtime.clock import SystemClock
+from watchdog.runtime.systemd import Notify, credentials
 from watchdog.store import Store, StoreError
+from watchdog.store.recorder import Recorder
+from watchdog.web.listener import ListenError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 DATA = Path(__file__).parent / "data"
@@ -58,8 +73,6 @@ def ensure_ours(package: ModuleType = watchdog) -> None:
 
 def _env() -> dict[str, str]:
     """What ${VAR} reads: the environment, then systemd credentials (LoadCredential=)."""
-    from watchdog.runtime.systemd import credentials
-
     try:
         return {**credentials(), **os.environ}
     except OSError as exc:  # named in the message; the variables they hold stay unset
@@ -84,8 +97,6 @@ def _open_store(config: Config) -> Store:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from watchdog.alerting.messages import Renderer
-
     config = _load(args)
     templates = config.alerting.templates_dir
     problems = Renderer(config.resolve(templates) if templates else None).check()
@@ -114,8 +125,6 @@ def _adhoc(args: argparse.Namespace) -> Config:
 
 
 def cmd_once(args: argparse.Namespace) -> int:
-    from watchdog.reports import table
-
     config = _adhoc(args) if args.url else _load(args)
     if args.endpoint and not args.url:
         unknown = sorted(set(args.endpoint) - set(config.endpoints))
@@ -124,19 +133,21 @@ def cmd_once(args: argparse.Namespace) -> int:
         config = replace(config, probes=[p for p in config.probes if p.endpoint in args.endpoint])
     store = None if args.no_store or args.url else _open_store(config)
 
+    clock = SystemClock()
+
     async def go() -> list[Run]:
         async with http_client() as client:
-            runner = Runner(config, client, SystemClock())
+            runner = Runner(config, client, clock)
             return await asyncio.gather(*(runner.run(p) for p in config.probes))
 
     runs = asyncio.run(go())
     results = [r for run in runs for r in run.results]
     if store is not None:
         try:
-            for run in runs:
-                store.record_run(
-                    run.run_id, run.results, run.identity, run.tier_rows(), run.load_row()
-                )
+            recorder = Recorder.of(store, config.endpoints)
+            for probe, run in zip(config.probes, runs, strict=True):
+                recorded = recorder.record(config.endpoints[probe.endpoint], run, clock.now())
+                recorder.committed(recorded)
         except StoreError as exc:
             print(f"warning: {exc}", file=sys.stderr)
         finally:
@@ -165,11 +176,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     store = _open_store(config)
     try:
         if args.html:
-            from watchdog.daemon import write_daily
-
             out = Path(args.out or config.resolve(config.storage.csv_dir) / "daily.html")
             try:
-                write_daily(config, store, SystemClock().now(), out)
+                write_daily(store, config.pairs(), config.drift, SystemClock().now(), out)
             except OSError as exc:
                 raise Exit(f"{out}: cannot write the report: {exc.strerror or exc}") from None
             print(f"{out}: the daily report of the last 24 h")
@@ -191,12 +200,10 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_report_changes(args: argparse.Namespace) -> int:
-    from watchdog.drift import attribution
-
     config = _load(args)
     store = _open_store(config)
     try:
-        lines = attribution.report(store.db, config)
+        lines = attribution.report(store.db, config.pairs(), config.drift)
     finally:
         store.close()
     print("\n".join(lines) if lines else "no drift to attribute")
@@ -248,17 +255,11 @@ include: [probes/*.yaml]          # one file per endpoint; copy the examples
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from watchdog.alerting.notifiers import build
-    from watchdog.daemon import Daemon
-    from watchdog.runtime.systemd import Notify
-
     config = _load(args)
     store = _open_store(config)
     notifier = build(config.alerting)
     nvml = None
     if config.gpu.enabled is not False:
-        from watchdog.gpu.nvml import Nvml
-
         every = config.gpu.interval  # error counters and processes twice a minute, PCIe every 5m
         nvml = Nvml(slow_every=max(1, round(30 / every)), pcie_every=max(1, round(300 / every)))
 
@@ -280,8 +281,6 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             await daemon.serve(stop)
 
-    from watchdog.web.listener import ListenError
-
     try:
         asyncio.run(main())
     except ListenError as exc:
@@ -292,9 +291,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_silence(args: argparse.Namespace) -> int:
-    from watchdog.alerting import silences
-    from watchdog.alerting.kinds import KINDS
-
     config = _load(args)
     now = SystemClock().now()
     store = _open_store(config)
@@ -335,21 +331,15 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _pairs(config: Config, only: str | None) -> list[tuple[str, str, Any]]:
-    """(endpoint, golden set name, probe) for every probe, optionally of one endpoint."""
+def _probes_of(config: Config, only: str | None) -> list[Probe]:
+    """Every probe, or one endpoint's; an unknown endpoint is a usage error."""
     if only is not None and only not in config.endpoints:
         known = ", ".join(sorted(config.endpoints))
         raise Exit(f"--endpoint: no endpoint named {only!r} (known: {known})")
-    return [
-        (p.endpoint, config.golden_sets[p.golden_set].name, p)
-        for p in config.probes
-        if only is None or p.endpoint == only
-    ]
+    return [p for p in config.probes if only is None or p.endpoint == only]
 
 
 def cmd_baseline(args: argparse.Namespace) -> int:
-    from watchdog.drift import baselines
-
     config = _load(args)
     store = _open_store(config)
     try:
@@ -383,28 +373,28 @@ def cmd_baseline(args: argparse.Namespace) -> int:
 
 
 def _record_baseline(config: Config, store: Store, only: str | None, samples: int) -> int:
-    from watchdog.drift import baselines, changes
-
-    pairs = _pairs(config, only)
-    if not pairs:
+    probes = _probes_of(config, only)
+    if not probes:
         raise Exit("no probes to record a baseline from")
+    clock = SystemClock()
+    recorder = Recorder.of(store, config.endpoints)
 
     async def go() -> dict[tuple[str, str], list[Run]]:
         runs: dict[tuple[str, str], list[Run]] = {}
         async with http_client() as client:
-            runner = Runner(config, client, SystemClock())
+            runner = Runner(config, client, clock)
             for n in range(samples):
-                for endpoint, golden, probe in pairs:
+                for probe in probes:
                     run = await runner.run(probe)
-                    now = SystemClock().now()
-                    with store.transaction():
-                        answered = any(r.answer.error_class is None for r in run.results)
-                        identity = changes.identity_of(run.identity, run.results)
-                        changes.observe(store.db, endpoint, identity, answered, now)
-                        store.record_run(run.run_id, run.results, run.identity)
-                    runs.setdefault((endpoint, golden), []).append(run)
+                    recorded = recorder.record(config.endpoints[probe.endpoint], run, clock.now())
+                    recorder.committed(recorded)
+                    golden = config.golden_sets[probe.golden_set].name
+                    runs.setdefault((probe.endpoint, golden), []).append(run)
                     ok = sum(r.ok for r in run.results)
-                    print(f"{endpoint}/{golden}: run {n + 1}/{samples}: {ok}/{len(run.results)} ok")
+                    print(
+                        f"{probe.endpoint}/{golden}: run {n + 1}/{samples}: "
+                        f"{ok}/{len(run.results)} ok"
+                    )
         return runs
 
     failed = False
@@ -416,10 +406,9 @@ def _record_baseline(config: Config, store: Store, only: str | None, samples: in
             )
             failed = True
             continue
-        now = SystemClock().now()
         with store.transaction():
             made = baselines.create(
-                store.db, endpoint, golden, [r.run_id for r in answered], "recorded", now
+                store.db, endpoint, golden, [r.run_id for r in answered], "recorded", clock.now()
             )
         row = baselines.active(store.db, endpoint, golden) or {}
         noise = json.loads(row.get("noise") or "{}")
@@ -433,12 +422,10 @@ def _record_baseline(config: Config, store: Store, only: str | None, samples: in
 
 
 def cmd_drift(args: argparse.Namespace) -> int:
-    from watchdog.drift import baselines
-
     config = _load(args)
     store = _open_store(config)
     try:
-        pairs = sorted({(e, g) for e, g, _ in _pairs(config, None)})
+        pairs = config.pairs()
         signals = [s for e, g in pairs for s in baselines.drift(store.db, e, g, config.drift)]
     finally:
         store.close()
@@ -454,9 +441,6 @@ def cmd_drift(args: argparse.Namespace) -> int:
 
 
 def cmd_gpu(args: argparse.Namespace) -> int:
-    from watchdog.gpu.nvml import Nvml
-    from watchdog.reports import table
-
     nvml_log = logging.getLogger("mlops_watchdog.nvml")
     level = nvml_log.level
     nvml_log.setLevel(logging.ERROR)  # "telemetry off" is the daemon's line; ours is the exit
@@ -481,8 +465,6 @@ def cmd_gpu(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboards(args: argparse.Namespace) -> int:
-    from watchdog import dashboards
-
     out = Path(args.out)
     try:
         rendered = {name: dashboards.encode(d) for name, d in dashboards.render().items()}
@@ -513,8 +495,6 @@ def cmd_dashboards(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    from watchdog.config.schema import config_schema_json
-
     sys.stdout.write(config_schema_json())
     return EXIT_OK
 
@@ -662,8 +642,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from watchdog.runtime import logs, systemd
-
     logs.setup(
         getattr(args, "log_level", "INFO"),
         getattr(args, "log_format", "auto"),

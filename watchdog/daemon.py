@@ -7,33 +7,32 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 from prometheus_client import CollectorRegistry
-from sqlite_utils import Database
 
 from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.notifiers.alertmanager import AlertmanagerPusher
 from watchdog.alerting.sender import Notifier, Sender
-from watchdog.config.load import Config
-from watchdog.drift import baselines, changes
-from watchdog.drift.cold import ColdStarts
-from watchdog.endpoint import Probe
+from watchdog.config.load import Config, until_restart
+from watchdog.drift import changes
+from watchdog.drift.watch import DriftWatch
+from watchdog.endpoint import GpuRef, Probe
 from watchdog.gpu.nvml import Nvml
 from watchdog.gpu.watch import GpuWatch
 from watchdog.parsing.yamlfile import InvalidFile
-from watchdog.reports.daily import render_daily
+from watchdog.reports.daily import write_daily
 from watchdog.reports.health import health, write_csv
-from watchdog.result import Change, Finding, Run, Signal
+from watchdog.result import Run
 from watchdog.runner import Runner
-from watchdog.runtime.clock import Clock
+from watchdog.runtime.clock import Clock, from_rfc3339
 from watchdog.runtime.scheduler import Scheduler
 from watchdog.runtime.systemd import Notify
 from watchdog.store import Store, StoreError, retention
+from watchdog.store.recorder import Recorder
 from watchdog.web import listener as web
 from watchdog.web.gpu_metrics import GpuCollector
 from watchdog.web.metrics import AlertingCollector, NodeLabelled, ProbeCollector, ProbeMetrics
@@ -59,53 +58,6 @@ def summary(probe: Probe, run: Run) -> str:
     return f"{probe.endpoint}/{golden}: {ok}/{len(run.results)} ok{median}{tail}"
 
 
-def _templates(config: Config) -> Path | None:
-    folder = config.alerting.templates_dir
-    return config.resolve(folder) if folder else None
-
-
-def report_path(config: Config) -> Path:
-    return config.resolve(config.storage.csv_dir) / "health-24h.csv"
-
-
-def write_report(config: Config, store: Store, clock: Clock) -> Path:
-    since = (clock.now() - REPORT_WINDOW).timestamp()
-    out = report_path(config)
-    write_csv(health(store.results_since(since)), out)
-    write_daily(config, store, clock.now(), out.with_name("daily-24h.html"))
-    return out
-
-
-def write_daily(config: Config, store: Store, now: datetime, out: Path) -> Path:
-    """The self-contained HTML report of the last 24 h: latency, pass rates, drift, changes."""
-    since = (now - REPORT_WINDOW).timestamp()
-    pairs = sorted({(p.endpoint, config.golden_sets[p.golden_set].name) for p in config.probes})
-    signals = [s for e, g in pairs for s in baselines.drift(store.db, e, g, config.drift)]
-    page = render_daily(store.results_since(since), signals, changes.recent(store.db, since), now)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    temporary = out.with_suffix(".tmp")
-    temporary.write_text(page, encoding="utf-8")
-    temporary.replace(out)  # a reader never sees half a page
-    return out
-
-
-def drift_finding(
-    db: Database, endpoint: str, signals: list[Signal], now: datetime
-) -> Finding | None:
-    """The endpoint's drift alert: failing while any signal of any golden set drifts, with the
-    nearest preceding change named as the likely cause; no evidence while all are inconclusive."""
-    drifted = [s for s in signals if s.status == "drift"]
-    if not drifted:
-        if all(s.status == "inconclusive" for s in signals):
-            return None
-        return Finding(endpoint, False, f"{len(signals)} drift signal(s) within the baseline")
-    parts = [f"{s.golden_set} {s.signal}: {s.detail}" for s in drifted]
-    cause = changes.before(db, endpoint, now.timestamp())
-    if cause is not None:
-        parts.append(f"likely cause: the {cause.kind} change at {cause.at} ({cause.detail})")
-    return Finding(endpoint, True, "; ".join(parts))
-
-
 class Daemon:
     def __init__(
         self,
@@ -123,12 +75,12 @@ class Daemon:
         self.heartbeat_at = float("-inf")
         self.heartbeat_ok = True
         self.load_errors: dict[str, str | None] = {}  # endpoint: the class of the last failure
-        self.drift_runs: dict[tuple[str, str], int] = {}  # (endpoint, golden set): runs seen
         self.endpoints = {name: ep.base_url for name, ep in config.endpoints.items()}
         self.store = store
         self.clock = clock
         self.runner = Runner(config, client, clock)
-        self.metrics = ProbeMetrics(config)
+        self.metrics = ProbeMetrics(config.endpoints, config.prompts())
+        self.drift = DriftWatch(config.drift, config.baseline)
         self.jobs: dict[str, tuple[str, str]] = {}  # scheduler job id: (endpoint, what it runs)
         self.scheduler = Scheduler(
             on_late=lambda job, seconds: self.metrics.lateness.observe(seconds),
@@ -138,9 +90,9 @@ class Daemon:
         self.alerter = Alerter(
             config.alerting, store.db, can_send=notifier is not None, node=config.node
         )
-        self.sender = (
-            Sender(store, notifier, Renderer(_templates(config)), clock) if notifier else None
-        )
+        templates = config.alerting.templates_dir
+        renderer = Renderer(config.resolve(templates) if templates else None)
+        self.sender = Sender(store, notifier, renderer, clock) if notifier else None
         pushes = config.alerting.alertmanager and config.alerting.route != "slack"
         self.pusher = (
             AlertmanagerPusher(config.alerting, store.db, client, clock, config.node)
@@ -153,20 +105,18 @@ class Daemon:
             "select endpoint, fingerprint, first_seen from fingerprints f where last_seen = "
             "(select max(last_seen) from fingerprints g where g.endpoint = f.endpoint)"
         ):
-            since = datetime.fromisoformat(row["first_seen"].replace("Z", "+00:00")).timestamp()
             latest = changes.before(store.db, row["endpoint"], clock.now().timestamp())
-            if latest is not None:
-                since = datetime.fromisoformat(latest.at.replace("Z", "+00:00")).timestamp()
+            since = from_rfc3339(latest.at if latest else row["first_seen"]).timestamp()
             self.metrics.remember_fingerprint(row["endpoint"], row["fingerprint"], "", since)
         self.metrics.db_bytes = retention.size_bytes(store.db)
-        self.cold = ColdStarts({name: store.last_run_unanswered(name) for name in config.endpoints})
-        self.gpu = GpuWatch(config, nvml, store)
-        self.registry.register(ProbeCollector(self.metrics))
+        self.recorder = Recorder.of(store, config.endpoints)
+        self.gpu = GpuWatch(config.gpu, _bound(config), nvml, store)
+        self.registry.register(ProbeCollector(self.metrics, lambda: self.drift.signals))
         self.registry.register(GpuCollector(self.gpu))
         self.registry.register(
             AlertingCollector(
                 store.db,
-                lambda: list(config.endpoints),
+                lambda: list(self.config.endpoints),
                 lambda: self.sender.results if self.sender else {},
                 lambda: self.pusher.results if self.pusher else None,
             )
@@ -180,25 +130,56 @@ class Daemon:
         try:
             with self.store.transaction():  # results, alert state and pages: all or nothing
                 now = self.clock.now()
-                change, queued = self._changes(endpoint.name, run, now)
-                cold = self.cold.flag(endpoint, run, change)
-                if cold:
-                    log.info("%s: %s, kept out of latency drift", endpoint.name, cold)
-                self.store.record_run(
-                    run.run_id, run.results, run.identity, run.tier_rows(), run.load_row()
-                )
-                if meter:
+                recorded = self.recorder.record(endpoint, run, now)
+                change = recorded.change
+                queued = [self.alerter.announce(change, now)] if change else []
+                measured = (
                     self.gpu.finish(meter, run.results, run.run_id, now.timestamp())
+                    if meter
+                    else None
+                )
                 queued += self.alerter.observe(endpoint, run.results, now, run.tiers)
-                queued += self._drift(endpoint.name, probe.golden_set, run, now, probe.interval_s)
-            if queued:
-                self._page_soon()
+                compared = (
+                    self.drift.compare(
+                        self.store.db,
+                        endpoint.name,
+                        run.results[0].golden_set,
+                        now,
+                        probe.interval_s,
+                    )
+                    if run.results
+                    else None
+                )
+                finding = self.drift.finding(self.store.db, compared, now) if compared else None
+                if finding is not None:
+                    queued += self.alerter.observe_findings(
+                        "drift", [finding], now, self.config.endpoints
+                    )
         except StoreError as exc:
             self.store_ok = False
             log.error("results of %s/%s not stored: %s", probe.endpoint, probe.golden_set, exc)
         else:
+            # Stored: only now does the daemon take in what the run taught it.
             self.store_ok = True
             self.metrics.write.observe(time.perf_counter() - started)
+            self.recorder.committed(recorded)
+            if recorded.cold_reason:
+                log.info("%s: %s, kept out of latency drift", endpoint.name, recorded.cold_reason)
+            if change is not None:
+                self.metrics.changed(change, now.timestamp())
+            if measured is not None:
+                self.gpu.remember(measured)
+            if compared is not None:
+                self.drift.remember(compared)
+                if compared.baseline_made is not None:
+                    log.info(
+                        "%s/%s: baseline %d made from the last runs",
+                        compared.endpoint,
+                        compared.golden_set,
+                        compared.baseline_made,
+                    )
+            if queued:
+                self._page_soon()
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
         self.metrics.observe_serving(probe.endpoint, run.tiers, run.load, run.load_error)
         self._log_load(probe.endpoint, run)
@@ -228,57 +209,25 @@ class Daemon:
             log.info("%s: engine metrics read again", endpoint)
         self.load_errors[endpoint] = now
 
-    def _changes(self, endpoint: str, run: Run, now: datetime) -> tuple[Change | None, list[str]]:
-        answered = any(r.answer.error_class is None for r in run.results)
-        identity = changes.identity_of(run.identity, run.results)
-        change = changes.observe(self.store.db, endpoint, identity, answered, now)
-        if change is None:
-            return None, []
-        self.metrics.changes[(endpoint, change.kind)] += 1
-        self.metrics.changed(endpoint, now.timestamp())
-        return change, [self.alerter.announce(change, now)]
-
-    def _drift(
-        self, endpoint: str, golden_key: str, run: Run, now: datetime, interval_s: float = 60.0
-    ) -> list[str]:
-        """Refresh the pair's baseline when due, compare, and advance the endpoint's drift alert."""
-        if not run.results:
-            return []
-        golden_set = run.results[0].golden_set
-        db = self.store.db
-        # A drift window is 20 runs: comparing after each run of a probe every second only
-        # costs CPU. About once a minute per pair says the same.
-        runs = self.drift_runs[(endpoint, golden_set)] = (
-            self.drift_runs.get((endpoint, golden_set), -1) + 1
-        )
-        if runs % max(1, round(DRIFT_EVERY_S / interval_s)):
-            return []
-        made = baselines.maintain(db, endpoint, golden_set, self.config.baseline, now)
-        if made is not None:
-            log.info("%s/%s: baseline %d made from the last runs", endpoint, golden_set, made)
-        signals = baselines.drift(db, endpoint, golden_set, self.config.drift)
-        self.metrics.observe_drift(signals)
-        finding = drift_finding(db, endpoint, self.metrics.drift_of(endpoint), now)
-        if finding is None:
-            return []
-        return self.alerter.observe_findings("drift", [finding], now, self.config.endpoints)
-
     async def gpu_once(self) -> None:
         """Sample every GPU, store it, and let the detectors' findings drive the GPU alerts."""
         snapshot = await self.gpu.sample()
         now = self.clock.now()
         try:
             with self.store.transaction():
+                sampled = self.gpu.record(snapshot, now.timestamp())
                 queued = []
-                for kind, findings in self.gpu.record(snapshot, now.timestamp()).items():
+                for kind, findings in sampled.findings.items():
                     queued += self.alerter.observe_findings(
                         kind, findings, now, self.config.endpoints
                     )
-            if queued:
-                self._page_soon()
         except StoreError as exc:
             self.store_ok = False
             log.error("GPU sample not stored: %s", exc)
+            return
+        self.gpu.remember(sampled)
+        if queued:
+            self._page_soon()
 
     def _missed(self, job_id: str) -> None:
         if job_id in self.jobs:
@@ -314,44 +263,16 @@ class Daemon:
     def reload(self, new: Config) -> list[str]:
         """Apply a validated config live: probes added, removed or changed, thresholds and SLOs
         new; alert state stays (it lives in the database). Returns the keys that changed but
-        need a restart to take effect, which keep their old values until then."""
-        old = self.config
-        fixed = {
-            "storage": (old.storage, new.storage),
-            "listen": (old.listen, new.listen),
-            "web_config_file": (old.web_config_file, new.web_config_file),
-            "web_config": (old.web_config, new.web_config),
-            "alerting.slack": (old.alerting.slack, new.alerting.slack),
-            "alerting.route": (old.alerting.route, new.alerting.route),
-            "alerting.alertmanager": (old.alerting.alertmanager, new.alerting.alertmanager),
-            "gpu": (old.gpu, new.gpu),
-            "node": (old.node, new.node),
-            "retention.every": (old.retention.every, new.retention.every),  # scheduled at start
-        }
-        restart = [key for key, (before, after) in fixed.items() if before != after]
-        alerting = new.alerting.model_copy(
-            update={
-                "slack": old.alerting.slack,
-                "route": old.alerting.route,
-                "alertmanager": old.alerting.alertmanager,
-            }
-        )
-        new = replace(
-            new,
-            storage=old.storage,
-            listen=old.listen,
-            web_config_file=old.web_config_file,
-            web_config=old.web_config,
-            alerting=alerting,
-            gpu=old.gpu,
-            node=old.node,
-            retention=new.retention.model_copy(update={"every": old.retention.every}),
-        )
+        need a restart to take effect (config/load.py's RESTART), which keep their old values
+        until then."""
+        new, restart = until_restart(self.config, new)
         self.config = new
         self.runner = Runner(new, self.runner.client, self.clock, self.runner.canary)
-        self.metrics.adopt(new)
+        self.metrics.adopt(new.endpoints, new.prompts())
+        self.drift.configure(new.drift, new.baseline)
+        self.drift.keep_only(new.endpoints)
         self.alerter.configure(new.alerting)
-        self.gpu.config = new
+        self.gpu.gpus = _bound(new)
         self.endpoints.clear()
         self.endpoints.update({name: ep.base_url for name, ep in new.endpoints.items()})
         self.schedule_probes()
@@ -416,9 +337,18 @@ class Daemon:
             log.log(level, "heartbeat_url ping %s (%s)", "works" if ok else "failed", why)
         self.heartbeat_ok = ok
 
+    def write_reports(self) -> Path:
+        """The health CSV and the daily HTML report of the last 24 h, in `storage.csv_dir`."""
+        now = self.clock.now()
+        out = self.config.resolve(self.config.storage.csv_dir) / "health-24h.csv"
+        write_csv(health(self.store.results_since((now - REPORT_WINDOW).timestamp())), out)
+        daily = out.with_name("daily-24h.html")
+        write_daily(self.store, self.config.pairs(), self.config.drift, now, daily)
+        return out
+
     def _refresh_report(self) -> None:
         try:
-            out = write_report(self.config, self.store, self.clock)
+            out = self.write_reports()
             log.info("health report written to %s", out)
         except (OSError, StoreError) as exc:
             log.error("health report not written: %s", exc)
@@ -542,3 +472,8 @@ class Daemon:
             await listener.cleanup()
         self.gpu.close()
         self._refresh_report()
+
+
+def _bound(config: Config) -> dict[str, list[GpuRef]]:
+    """endpoint: the GPUs its `gpus:` binds it to."""
+    return {name: list(ep.gpus) for name, ep in config.endpoints.items() if ep.gpus}

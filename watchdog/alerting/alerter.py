@@ -17,6 +17,7 @@ from watchdog.alerting.machine import FIRING, Event, Policy, State, step
 from watchdog.alerting.settings import Alerting
 from watchdog.endpoint import Endpoint, Slo
 from watchdog.result import Change, Finding, ProbeResult, TierOutcome
+from watchdog.runtime.clock import from_rfc3339, rfc3339
 
 log = logging.getLogger("mlops_watchdog.alerting")
 
@@ -125,7 +126,7 @@ class Alerter:
                 facts = self.facts(
                     subject, endpoint, kind, before, after, event, observation, now, quiet
                 )
-                key = f"{facts['incident']}:{event.name}:{outbox.iso(now)}"
+                key = f"{facts['incident']}:{event.name}:{rfc3339(now)}"
                 outbox.enqueue(self.db, key, event.name, facts, event.deliver, now)
                 queued.append(key)
                 how = "queued" if event.deliver else f"recorded, not sent: {quiet}"
@@ -160,8 +161,8 @@ class Alerter:
             "severity": self.settings.severity.get(kind, KINDS[kind].severity),
             "model": observation.model or (endpoint.model if endpoint else None),
             "failures": incident_state.failures,
-            "since": outbox.iso(since) if since else None,
-            "at": outbox.iso(now),
+            "since": rfc3339(since) if since else None,
+            "at": rfc3339(now),
             "duration_s": (now - since).total_seconds() if since else None,
             "summary": observation.summary,
             "error_class": observation.error_class,
@@ -186,11 +187,11 @@ class Alerter:
     ) -> None:
         row: dict[str, Any] = {"endpoint": endpoint, "kind": kind}
         for name, value in asdict(s).items():
-            row[name] = outbox.iso(value) if isinstance(value, datetime) else value
+            row[name] = rfc3339(value) if isinstance(value, datetime) else value
         row["firing_sent"] = int(s.firing_sent)
         if observation is not None:
             row["summary"] = observation.summary
-        row["updated_at"] = outbox.iso(now)
+        row["updated_at"] = rfc3339(now)
         # Plain SQL, not Table.upsert: this runs for every kind after every probe run, and
         # sqlite-utils reads the table's columns each time.
         names = list(row)
@@ -220,4 +221,4 @@ def _state(r: dict[str, Any]) -> State:
 
 
 def _time(value: str | None) -> datetime | None:
-    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    return from_rfc3339(value) if value else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +142,3 @@ def sample_facts(event: str, scope: str = "endpoint") -> dict[str, Any]:
         "grafana_url": "https://grafana.example/d/mlops-watchdog-endpoints?var-endpoint=vllm-a",
         "runbook_url": "https://runbooks.example/mlops-watchdog/format.md",
     }
-
-
-def facts_time(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")

@@ -10,6 +10,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
+from watchdog.runtime.clock import rfc3339
+
 BACKOFF_BASE_S = 5.0
 BACKOFF_CAP_S = 600.0
 GIVE_UP_AFTER_S = 24 * 3600.0
@@ -28,10 +30,6 @@ class Row:
     created_at: str
 
 
-def iso(moment: datetime) -> str:
-    return moment.isoformat().replace("+00:00", "Z")
-
-
 def enqueue(
     db: Database, key: str, event: str, facts: dict[str, Any], deliver: bool, now: datetime
 ) -> None:
@@ -47,7 +45,7 @@ def enqueue(
             "status": "pending" if deliver else "suppressed",
             "attempts": 0,
             "next_attempt_ts": now.timestamp(),
-            "created_at": iso(now),
+            "created_at": rfc3339(now),
         },
         ignore=True,
     )

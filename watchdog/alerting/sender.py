@@ -6,13 +6,13 @@ import asyncio
 import logging
 import random
 from collections import Counter
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any, Protocol
 
 from watchdog.alerting import outbox
 from watchdog.alerting.messages import Renderer, TemplateProblem
 from watchdog.alerting.notifiers.slack import Delivery
-from watchdog.runtime.clock import Clock
+from watchdog.runtime.clock import Clock, from_rfc3339, rfc3339
 from watchdog.store import Store
 
 log = logging.getLogger("mlops_watchdog.alerting")
@@ -51,7 +51,7 @@ class Sender:
             # Reminders and resolved pages are thread replies: look for them in their thread.
             thread = None if row.event == "firing" else outbox.thread_of(self.db, row.incident)
             ts = await asyncio.to_thread(self.notifier.find_sent, row.key, thread)
-            now = outbox.iso(self.clock.now())
+            now = rfc3339(self.clock.now())
             if ts is not None:
                 outbox.mark(self.db, row.id, status="sent", ts=ts, sent_at=now)
                 log.info("page %s was delivered before the restart", row.key)
@@ -85,12 +85,12 @@ class Sender:
         )
         if delivery.ok:
             outbox.mark(
-                self.db, row.id, status="sent", ts=delivery.ts, sent_at=outbox.iso(self.clock.now())
+                self.db, row.id, status="sent", ts=delivery.ts, sent_at=rfc3339(self.clock.now())
             )
             self.results["sent"] += 1
             log.info("page sent: %s %s %s", row.endpoint, row.kind, row.event)
             return True
-        age = (now - datetime.fromisoformat(row.created_at.replace("Z", "+00:00"))).total_seconds()
+        age = (now - from_rfc3339(row.created_at)).total_seconds()
         if delivery.permanent or age > outbox.GIVE_UP_AFTER_S:
             outbox.mark(self.db, row.id, status="failed", last_error_class=delivery.error_class)
             self.results["failed"] += 1

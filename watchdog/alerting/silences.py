@@ -9,8 +9,8 @@ from typing import Any
 
 from sqlite_utils import Database
 
-from watchdog.alerting.outbox import iso
 from watchdog.alerting.settings import Maintenance
+from watchdog.runtime.clock import rfc3339
 from watchdog.runtime.scheduler import in_window
 
 
@@ -33,12 +33,12 @@ def add(db: Database, endpoint: str, kind: str, seconds: float, reason: str, now
             {
                 "endpoint": endpoint,
                 "kind": kind,
-                "starts_at": iso(now),
-                "ends_at": iso(ends),
+                "starts_at": rfc3339(now),
+                "ends_at": rfc3339(ends),
                 "ends_ts": ends.timestamp(),
                 "reason": reason,
                 "created_by": _user(),
-                "created_at": iso(now),
+                "created_at": rfc3339(now),
             }
         )
         assert table.last_pk is not None
@@ -56,7 +56,7 @@ def remove(db: Database, silence_id: int, now: datetime) -> bool:
     with db.atomic():
         rows = db.execute(
             "update silences set removed_at = ? where id = ? and removed_at is null",
-            (iso(now), silence_id),
+            (rfc3339(now), silence_id),
         )
         return bool(rows.rowcount)
 

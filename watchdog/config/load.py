@@ -6,7 +6,7 @@ import glob
 import os
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -120,6 +120,65 @@ class Config:
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
         return (self.path.parent / os.path.expanduser(relative)).resolve()
+
+    def pairs(self, endpoint: str | None = None) -> list[tuple[str, str]]:
+        """(endpoint, golden set name) of every probe, or of one endpoint's: sorted, once each."""
+        return sorted(
+            {
+                (p.endpoint, self.golden_sets[p.golden_set].name)
+                for p in self.probes
+                if endpoint is None or p.endpoint == endpoint
+            }
+        )
+
+    def prompts(self) -> dict[str, list[str]]:
+        """Each endpoint's prompt ids, over all its probes' golden sets."""
+        out: dict[str, list[str]] = {name: [] for name in self.endpoints}
+        for probe in self.probes:
+            ids = [p.id for p in self.golden_sets[probe.golden_set].prompts]
+            out[probe.endpoint] += [i for i in ids if i not in out[probe.endpoint]]
+        return out
+
+
+# Changed in the file, these keep their old values until a restart; a reload names them.
+RESTART = (
+    "storage",
+    "listen",
+    "node",
+    "web_config_file",
+    "alerting.slack",
+    "alerting.route",
+    "alerting.alertmanager",
+    "gpu",
+    "retention.every",
+)
+
+
+def until_restart(old: Config, new: Config) -> tuple[Config, list[str]]:
+    """`new` with every RESTART key as `old` has it, and the keys among them that changed (the
+    web config file counts as changed when its content did)."""
+    changed = [key for key in RESTART if _at(old, key) != _at(new, key)]
+    if old.web_config != new.web_config and "web_config_file" not in changed:
+        changed.append("web_config_file")
+    kept = replace(new, web_config=old.web_config)
+    for key in RESTART:
+        kept = _with(kept, key.split("."), _at(old, key))
+    return kept, changed
+
+
+def _at(config: Any, key: str) -> Any:
+    for part in key.split("."):
+        config = getattr(config, part)
+    return config
+
+
+def _with(config: Any, path: list[str], value: Any) -> Any:
+    """A copy of `config` (the Config or a section of it) with `value` at `path`."""
+    head, *rest = path
+    new = _with(getattr(config, head), rest, value) if rest else value
+    if isinstance(config, Config):
+        return replace(config, **{head: new})
+    return config.model_copy(update={head: new})
 
 
 def config_path(given: str | None, env: dict[str, str] | None = None) -> Path:

@@ -10,8 +10,10 @@ from typing import Any
 
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue, models_json_schema
 
-from watchdog.config.load import TopLevel
+from watchdog.alerting.kinds import KINDS
+from watchdog.config.load import RESTART, TopLevel
 from watchdog.endpoint import NAME, Endpoint, Probe, _gpu_ref
+from watchdog.gpu.nvml import CLOCK_EVENT_REASONS
 from watchdog.parsing.fields import _ratio, _size, parse_duration
 from watchdog.probers import APIS
 
@@ -19,18 +21,6 @@ SCHEMA_URL = (
     "https://raw.githubusercontent.com/mlops-watchdog/mlops-watchdog/main/deploy/config.schema.json"
 )
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
-# Changed, these keep their old values until a restart: Daemon.reload's list.
-RESTART = (
-    "storage",
-    "listen",
-    "node",
-    "web_config_file",
-    "alerting.slack",
-    "alerting.route",
-    "alerting.alertmanager",
-    "gpu",
-    "retention.every",
-)
 PLACEHOLDER = r"\$\{[A-Za-z_][A-Za-z0-9_]*\}"
 _NUMBER = r"[0-9]+(\.[0-9]+)?"
 DURATION = rf"^\s*({_NUMBER}|({_NUMBER}(ms|s|m|h|d|w))+)\s*$"  # watchdog/parsing/fields.py
@@ -54,9 +44,6 @@ _BOUNDS = {"ge": "minimum", "gt": "exclusiveMinimum", "le": "maximum", "lt": "ex
 
 def _hints() -> dict[tuple[str, str], dict[str, Any]]:
     """What field validators check, said in the schema too: (model, field) → keywords."""
-    from watchdog.alerting.kinds import KINDS
-    from watchdog.gpu.nvml import CLOCK_EVENT_REASONS
-
     url = {"pattern": URL}
     route = {"pattern": ROUTE}
     return {

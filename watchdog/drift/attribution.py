@@ -4,23 +4,29 @@ before and after it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 import pandas as pd
 from sqlite_utils import Database
 
-from watchdog.config.load import Config
 from watchdog.drift import baselines, changes
+from watchdog.drift.compare import DriftSettings
 from watchdog.result import Change, Signal
 
 
-def report(db: Database, config: Config, now: float | None = None) -> list[str]:
-    """One line per drifting signal, e.g. "vllm-a/default latency: e2e p95 +212% (0.41s →
-    1.28s) since 2026-03-02T10:14:00Z, when model_ids: A → B (fingerprint change)"."""
+def report(
+    db: Database,
+    pairs: Sequence[tuple[str, str]],
+    settings: DriftSettings,
+    now: float | None = None,
+) -> list[str]:
+    """One line per drifting signal of `pairs` (endpoint, golden set), e.g. "vllm-a/default
+    latency: e2e p95 +212% (0.41s → 1.28s) since 2026-03-02T10:14:00Z, when model_ids: A → B
+    (fingerprint change)"."""
     now = time.time() if now is None else now
     lines = []
-    pairs = sorted({(p.endpoint, config.golden_sets[p.golden_set].name) for p in config.probes})
     for endpoint, golden_set in pairs:
-        for signal in baselines.drift(db, endpoint, golden_set, config.drift):
+        for signal in baselines.drift(db, endpoint, golden_set, settings):
             if signal.status == "drift":
                 cause = changes.before(db, endpoint, now)
                 lines.append(line(signal, cause, _split(db, endpoint, golden_set, cause)))

@@ -19,6 +19,7 @@ from sqlite_utils import Database
 from watchdog.drift.compare import SIGNALS, DriftSettings, evaluate
 from watchdog.parsing.validate import Strict
 from watchdog.result import Signal
+from watchdog.runtime.clock import rfc3339
 
 
 class BaselinePolicy(Strict):
@@ -67,7 +68,7 @@ def create(
                 "endpoint": endpoint,
                 "golden_set": golden_set,
                 "fingerprint": fingerprint,
-                "created_at": now.isoformat().replace("+00:00", "Z"),
+                "created_at": rfc3339(now),
                 "created_ts": now.timestamp(),
                 "runs": len(run_ids),
                 "samples": len(frame),

@@ -12,6 +12,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from watchdog.result import Change, ProbeResult
+from watchdog.runtime.clock import rfc3339
 
 TEMPLATE_KEYS = frozenset({"template_hash"})
 # The golden set is the operator's own edit, and part of each result's fingerprint already.
@@ -41,7 +42,7 @@ def observe(
     """
     if not answered:
         return None
-    at = now.isoformat().replace("+00:00", "Z")
+    at = rfc3339(now)
     current = digest(identity)
     rows = list(db.query("select * from identities where endpoint = ?", [endpoint]))
     row = {

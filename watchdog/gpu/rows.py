@@ -11,6 +11,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from watchdog.gpu.nvml import GpuProcess, GpuSample, Snapshot, Xid
+from watchdog.runtime.clock import rfc3339
 
 # Columns copied from GpuSample as they are.
 PLAIN = (
@@ -45,7 +46,7 @@ LARGEST = {
 
 
 def iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return rfc3339(datetime.fromtimestamp(ts, UTC), "seconds")
 
 
 def record_snapshot(db: Database, snapshot: Snapshot) -> None:

@@ -10,6 +10,7 @@ from pydantic import (
     field_validator,
 )
 
+from watchdog.gpu.nvml import CLOCK_EVENT_REASONS
 from watchdog.parsing.fields import Ratio, Seconds, Size
 from watchdog.parsing.validate import Strict
 
@@ -73,8 +74,6 @@ class Throttle(Strict):
     @field_validator("reasons")
     @classmethod
     def _known(cls, value: list[str]) -> list[str]:
-        from watchdog.gpu.nvml import CLOCK_EVENT_REASONS
-
         unknown = sorted(set(value) - set(CLOCK_EVENT_REASONS))
         if unknown:
             raise ValueError(

@@ -8,14 +8,15 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from watchdog.config.load import Config
+from watchdog.endpoint import GpuRef
 from watchdog.gpu import detectors
 from watchdog.gpu import rows as gpu_rows
 from watchdog.gpu.detectors import Context, ProbeWindow, XidCount
 from watchdog.gpu.nvml import GpuSample, Nvml, Snapshot
+from watchdog.gpu.settings import Gpu
 from watchdog.result import Finding, ProbeResult
 from watchdog.store import Store
 
@@ -41,11 +42,34 @@ class Energy:
     cost_per_1k_tokens: float | None
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One probe run as its GPUs saw it: kept by `GpuWatch.remember` once the run is stored."""
+
+    window: ProbeWindow
+    energy: Energy | None
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """One periodic sample and what the detectors found with it: kept by `GpuWatch.remember`
+    once it is stored."""
+
+    at: float  # Unix seconds
+    snapshot: Snapshot | None
+    latest: dict[str, GpuSample]
+    lost: set[str]
+    xids: dict[tuple[str, int], XidCount]
+    findings: dict[str, list[Finding]]
+
+
 @dataclass
 class GpuWatch:
-    """What the daemon knows about its GPUs; fed by `tick()` and by the meters around runs."""
+    """What the daemon knows about its GPUs; fed by the periodic sample and by the meters
+    around runs. Each read is stored first and kept in memory after the store commits."""
 
-    config: Config
+    settings: Gpu
+    gpus: Mapping[str, Sequence[GpuRef]]  # endpoint: the GPUs it is bound to (`gpus:`)
     nvml: Nvml | None  # None: gpu.enabled is false
     store: Store
     latest: dict[str, GpuSample] = field(default_factory=dict)
@@ -61,10 +85,6 @@ class GpuWatch:
     def __post_init__(self) -> None:
         for (uuid, code), (count, last) in gpu_rows.xid_counts(self.store.db).items():
             self.xids[(uuid, code)] = XidCount(count, last)
-
-    @property
-    def settings(self) -> detectors.Gpu:
-        return self.config.gpu
 
     @property
     def up(self) -> bool:
@@ -111,59 +131,89 @@ class GpuWatch:
             self.nvml.start_xid_watch()  # after a re-initialisation
         return snapshot
 
-    def record(self, snapshot: Snapshot | None, now: float) -> dict[str, list[Finding]]:
-        """Store the sample and the XIDs seen since the last one, then run the detectors.
-
-        Call inside the store transaction that also records the alert state."""
+    def record(self, snapshot: Snapshot | None, now: float) -> Sampled:
+        """Store the sample and the XIDs seen since the last one, and run the detectors on the
+        history with it; call inside the store transaction that also records the alert state,
+        then `remember` what it returns once that has committed."""
         db = self.store.db
+        latest, lost = self.latest, set(self.lost)
+        history = {u: list(s) for u, s in self.history.items()}
         if snapshot is not None:
             gpu_rows.record_snapshot(db, snapshot)
             seen = {g.uuid: g for g in snapshot.gpus}
-            self.lost = (self.lost | (set(self.latest) - set(seen))) - set(seen)
-            self.latest = seen
+            lost = (lost | (set(latest) - set(seen))) - set(seen)
+            latest = seen
             for g in snapshot.gpus:
-                self.history.setdefault(g.uuid, deque()).append(g)
+                history.setdefault(g.uuid, []).append(g)
         elif not self.up:  # NVML went away: what it listed is lost until it answers again
-            self.lost |= set(self.latest)
-            self.latest = {}
-        if self.nvml is not None:
-            new = self.nvml.xids()
-            if new:
-                gpu_rows.record_xids(db, new)
-                for x in new:
-                    log.error("GPU %s: XID %d", x.uuid, x.code)
-                    before = self.xids.get((x.uuid, x.code), XidCount(0, 0.0))
-                    self.xids[(x.uuid, x.code)] = XidCount(before.count + 1, x.at)
+            lost |= set(latest)
+            latest = {}
+        xids = dict(self.xids)
+        new = self.nvml.xids() if self.nvml is not None else []
+        if new:
+            gpu_rows.record_xids(db, new)
+            for x in new:
+                log.error("GPU %s: XID %d", x.uuid, x.code)
+                before = xids.get((x.uuid, x.code), XidCount(0, 0.0))
+                xids[(x.uuid, x.code)] = XidCount(before.count + 1, x.at)
         horizon = now - self._horizon()
-        for samples in self.history.values():
-            while samples and samples[0].at < horizon:
-                samples.popleft()
-        self.findings = detectors.run_all(self.context(now))
-        return self.findings
+        history = {u: [s for s in samples if s.at >= horizon] for u, samples in history.items()}
+        context = self.context(now, latest, history, xids, lost)
+        return Sampled(now, snapshot, latest, lost, xids, detectors.run_all(context))
 
-    def context(self, now: float) -> Context:
+    def context(
+        self,
+        now: float,
+        latest: Mapping[str, GpuSample],
+        history: Mapping[str, Sequence[GpuSample]],
+        xids: Mapping[tuple[str, int], XidCount],
+        lost: set[str],
+    ) -> Context:
         seen = gpu_rows.seen_since(self.store.db, now - self.settings.hardware.missing_window)
-        names = {u: f"GPU {g.index} ({g.name})" for u, g in self.latest.items()}
+        names = {u: f"GPU {g.index} ({g.name})" for u, g in latest.items()}
         return Context(
             now=now,
             settings=self.settings,
-            history={u: list(s) for u, s in self.history.items()},
+            history=history,
             windows=[w for ws in self.windows.values() for w in ws],
-            bindings=self.bindings(),
-            xids=dict(self.xids),
-            lost=frozenset(self.lost),
-            gpu_count=len(self.latest) if self.up else 0,
+            bindings=self.bindings(latest),
+            xids=xids,
+            lost=frozenset(lost),
+            gpu_count=len(latest) if self.up else 0,
             gpu_count_max=len(seen),
             names={**{u: f"{n}" for u, n in seen.items()}, **names},
         )
 
-    def bindings(self) -> dict[str, list[str]]:
+    def remember(self, read: Sampled | Measured) -> None:
+        """What a committed sample or run taught: the GPUs' history, or the run's window and
+        energy."""
+        if isinstance(read, Measured):
+            self.windows.setdefault(read.window.endpoint, deque(maxlen=WINDOWS_KEPT)).append(
+                read.window
+            )
+            if read.energy is not None:
+                self.energy[read.window.endpoint] = read.energy
+            return
+        self.latest, self.lost, self.xids, self.findings = (
+            read.latest,
+            read.lost,
+            read.xids,
+            read.findings,
+        )
+        for g in read.snapshot.gpus if read.snapshot else ():
+            self.history.setdefault(g.uuid, deque()).append(g)
+        horizon = read.at - self._horizon()
+        for samples in self.history.values():
+            while samples and samples[0].at < horizon:
+                samples.popleft()
+
+    def bindings(self, latest: Mapping[str, GpuSample] | None = None) -> dict[str, list[str]]:
         """endpoint: the UUIDs of its GPUs (indexes resolved through NVML's list)."""
-        by_index = {g.index: u for u, g in self.latest.items()}
+        by_index = {g.index: u for u, g in (self.latest if latest is None else latest).items()}
         return {
-            name: [r if isinstance(r, str) else by_index.get(r, f"index {r}") for r in ep.gpus]
-            for name, ep in self.config.endpoints.items()
-            if ep.gpus
+            name: [r if isinstance(r, str) else by_index.get(r, f"index {r}") for r in refs]
+            for name, refs in self.gpus.items()
+            if refs
         }
 
     # --- around each probe run -----------------------------------------------------------------
@@ -176,8 +226,9 @@ class GpuWatch:
 
     def finish(
         self, meter: RunMeter, results: Sequence[ProbeResult], run_id: str, now: float
-    ) -> None:
-        """The run's energy per token, and how busy its GPUs were; call in the run's transaction."""
+    ) -> Measured:
+        """The run's energy per token, and how busy its GPUs were; call in the run's transaction
+        (it stores the energy), then `remember` what it returns once that has committed."""
         assert self.nvml is not None
         utilisation = self.nvml.utilization(meter.uuids)
         for uuid in meter.uuids:  # periodic samples taken during the run count too
@@ -197,18 +248,16 @@ class GpuWatch:
             tokens_per_s=statistics.median(speeds) if speeds else None,
             gpu_utilization=utilisation,
         )
-        self.windows.setdefault(meter.endpoint, deque(maxlen=WINDOWS_KEPT)).append(window)
         end = self.nvml.energy_j(meter.uuids)
         tokens = sum(r.answer.output_tokens or 0 for r in results)
         if meter.energy_j is None or end is None:
-            return
+            return Measured(window, None)
         joules = max(end - meter.energy_j, 0.0)
         per_token = joules / tokens if tokens else None
         price = self.settings.price_per_kwh
         cost = None
         if per_token is not None and price is not None:
             cost = per_token * 1000 / 3.6e6 * price
-        self.energy[meter.endpoint] = Energy(joules, tokens, per_token, cost)
         gpu_rows.record_energy(
             self.store.db,
             {
@@ -224,6 +273,7 @@ class GpuWatch:
                 "currency": self.settings.currency if cost is not None else None,
             },
         )
+        return Measured(window, Energy(joules, tokens, per_token, cost))
 
     def downsample(self, now: float) -> None:
         s = self.settings

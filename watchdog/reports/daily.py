@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,9 +13,11 @@ import pandas as pd
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from markupsafe import Markup
 
-from watchdog.drift.compare import SIGNALS
+from watchdog.drift import baselines, changes
+from watchdog.drift.compare import SIGNALS, DriftSettings
 from watchdog.reports import svg
 from watchdog.result import Change, Signal
+from watchdog.store import Store
 
 WINDOW = timedelta(hours=24)
 MAX_PROMPTS = 5  # failing prompts named per error class; the CSV report lists every prompt
@@ -46,6 +49,25 @@ class EndpointDay:
     drift: str | None  # the worst status of its signals
     latency_chart: Markup  # empty without runs
     pass_chart: Markup
+
+
+def write_daily(
+    store: Store,
+    pairs: Sequence[tuple[str, str]],
+    settings: DriftSettings,
+    now: datetime,
+    out: Path,
+) -> Path:
+    """The self-contained HTML report of the last 24 h of `pairs` (endpoint, golden set):
+    latency, pass rates, drift, changes. Written whole: a reader never sees half a page."""
+    since = (now - WINDOW).timestamp()
+    signals = [s for e, g in pairs for s in baselines.drift(store.db, e, g, settings)]
+    page = render_daily(store.results_since(since), signals, changes.recent(store.db, since), now)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    temporary = out.with_suffix(".tmp")
+    temporary.write_text(page, encoding="utf-8")
+    temporary.replace(out)
+    return out
 
 
 def render_daily(

@@ -25,10 +25,10 @@ from sqlite_utils import Database
 from watchdog import __version__
 from watchdog.alerting import outbox
 from watchdog.alerting.kinds import PROBE_KINDS, leaked
-from watchdog.config.load import Config
 from watchdog.drift.compare import STATUS_VALUE
+from watchdog.endpoint import Endpoint
 from watchdog.probers.server_metrics import EXPORTED
-from watchdog.result import ERROR_CLASSES, ProbeResult, ServerLoad, Signal, TierOutcome
+from watchdog.result import ERROR_CLASSES, Change, ProbeResult, ServerLoad, Signal, TierOutcome
 
 PREFIX = "mlops_watchdog_"
 # Latency of LLM requests: 10 ms to 2 min.
@@ -87,8 +87,8 @@ def _bound(value: float) -> str:
 class ProbeMetrics:
     """What the daemon has seen since it started; fed once per stored probe run."""
 
-    def __init__(self, config: Config):
-        self.config = config
+    def __init__(self, endpoints: Mapping[str, Endpoint], prompts: Mapping[str, Iterable[str]]):
+        self.endpoints = endpoints
         self.success: dict[tuple[str, str], float] = {}
         self.check_ratio: dict[tuple[str, str], float] = {}
         self.tokens_per_s: dict[tuple[str, str], float] = {}
@@ -102,28 +102,25 @@ class ProbeMetrics:
         self.missed: dict[str, int] = defaultdict(int)
         self.write = Histogram(WORK_BUCKETS)
         self.changes: dict[tuple[str, str], int] = defaultdict(int)  # (endpoint, kind)
-        self.drift: dict[tuple[str, str, str], Signal] = {}  # (endpoint, golden_set, signal)
         self.canary_leaks: dict[str, int] = {}
         self.tiers: dict[tuple[str, str], TierOutcome] = {}  # (endpoint, tier)
         self.loads: dict[str, ServerLoad | None] = {}  # None: the last read failed
         self.db_bytes: int | None = None  # the database with its WAL, after retention
-        self.adopt(config)
+        self.adopt(endpoints, prompts)
 
-    def adopt(self, config: Config) -> None:
-        """Follow a (re)loaded config: series that can be known up front exist at zero from the
-        start, and those of endpoints and prompts no longer probed go."""
-        self.config = config
-        wanted = set(config.endpoints)
-        prompts = {
-            (probe.endpoint, prompt.id)
-            for probe in config.probes
-            for prompt in config.golden_sets[probe.golden_set].prompts
-        }
+    def adopt(
+        self, endpoints: Mapping[str, Endpoint], prompts: Mapping[str, Iterable[str]]
+    ) -> None:
+        """Follow a (re)loaded config: each endpoint and its prompt ids. Series that can be known
+        up front exist at zero from the start, and those no longer probed go."""
+        self.endpoints = endpoints
+        wanted = set(endpoints)
+        probed = {(endpoint, prompt_id) for endpoint, ids in prompts.items() for prompt_id in ids}
         for series in (self.success, self.check_ratio, self.tokens_per_s):
-            for key in [k for k in series if k not in prompts]:
+            for key in [k for k in series if k not in probed]:
                 del series[key]
         for by_prompt in self.latency.values():
-            for key in [k for k in by_prompt if k not in prompts]:
+            for key in [k for k in by_prompt if k not in probed]:
                 del by_prompt[key]
         for keyed in (self.accuracy, self.results, self.errors, self.changes, self.tiers):
             for key in [k for k in keyed if k[0] not in wanted]:
@@ -131,8 +128,7 @@ class ProbeMetrics:
         for flat in (self.fingerprints, self.missed, self.canary_leaks, self.loads):
             for name in [k for k in flat if k not in wanted]:
                 del flat[name]
-        self.drift = {k: v for k, v in self.drift.items() if k[0] in wanted}
-        for endpoint in config.endpoints:
+        for endpoint in endpoints:
             for error_class in ERROR_CLASSES:
                 self.errors.setdefault((endpoint, error_class), 0)
             for result in PROBE_RESULTS:
@@ -141,7 +137,7 @@ class ProbeMetrics:
             self.canary_leaks.setdefault(endpoint, 0)
             for kind in ("fingerprint", "template"):
                 self.changes.setdefault((endpoint, kind), 0)
-        for endpoint, prompt_id in prompts:
+        for endpoint, prompt_id in probed:
             self._histograms(endpoint, prompt_id)
 
     def _histograms(self, endpoint: str, prompt_id: str) -> None:
@@ -199,17 +195,11 @@ class ProbeMetrics:
         if load is not None or load_error is not None:
             self.loads[endpoint] = load
 
-    def observe_drift(self, signals: Iterable[Signal]) -> None:
-        for s in signals:
-            self.drift[(s.endpoint, s.golden_set, s.signal)] = s
-
-    def drift_of(self, endpoint: str) -> list[Signal]:
-        # Filter, then sort: sorting every pair's signals per call was quadratic in a fleet.
-        return [s for _, s in sorted(kv for kv in self.drift.items() if kv[0][0] == endpoint)]
-
-    def changed(self, endpoint: str, at: float) -> None:
-        fingerprint, model, _ = self.fingerprints.get(endpoint, ("", "", at))
-        self.fingerprints[endpoint] = (fingerprint, model, at)
+    def changed(self, change: Change, at: float) -> None:
+        """A change event, once the run that found it is stored."""
+        self.changes[(change.endpoint, change.kind)] += 1
+        fingerprint, model, _ = self.fingerprints.get(change.endpoint, ("", "", at))
+        self.fingerprints[change.endpoint] = (fingerprint, model, at)
 
     def remember_fingerprint(
         self, endpoint: str, fingerprint: str, model: str, since: float
@@ -219,8 +209,13 @@ class ProbeMetrics:
 
 
 class ProbeCollector(Collector):
-    def __init__(self, metrics: ProbeMetrics):
+    def __init__(
+        self,
+        metrics: ProbeMetrics,
+        drift: Callable[[], Mapping[tuple[str, str, str], Signal]] = dict,
+    ):
         self.m = metrics
+        self.drift = drift  # (endpoint, golden set, signal): the latest signal
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
@@ -296,7 +291,7 @@ class ProbeCollector(Collector):
         slo_e2e = GaugeMetricFamily(
             PREFIX + "slo_e2e_seconds", "Configured end-to-end objective.", labels=["endpoint"]
         )
-        for ep_name, ep in sorted(m.config.endpoints.items(), key=lambda kv: kv[0]):
+        for ep_name, ep in sorted(m.endpoints.items(), key=lambda kv: kv[0]):
             if ep.slo.ttft_s is not None:
                 slo_ttft.add_metric([ep_name], ep.slo.ttft_s)
             if ep.slo.e2e_s is not None:
@@ -327,17 +322,18 @@ class ProbeCollector(Collector):
             m.changes,
         )
         pair_signal = ["endpoint", "golden_set", "signal"]
+        drift = self.drift()
         yield _gauge(
             "drift_status",
             "Drift against the baseline: 0 ok, 1 drift, -1 inconclusive.",
             pair_signal,
-            {k: float(STATUS_VALUE[s.status]) for k, s in m.drift.items()},
+            {k: float(STATUS_VALUE[s.status]) for k, s in drift.items()},
         )
         yield _gauge(
             "drift_score",
             "The drift signal's effect: p50 ratio - 1, pass-rate drop, or similarity drop.",
             pair_signal,
-            {k: s.score for k, s in m.drift.items() if s.score is not None},
+            {k: s.score for k, s in drift.items() if s.score is not None},
         )
         yield _counter(
             "canary_leaks",

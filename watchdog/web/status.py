@@ -13,6 +13,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlite_utils import Database
 
 from watchdog.reports.svg import seconds, sparkline
+from watchdog.runtime.clock import rfc3339
 
 SPARK_POINTS = 40
 WINDOW_S = 24 * 3600
@@ -87,7 +88,7 @@ def render(statuses: list[EndpointStatus], now: datetime, version: str, node: st
     env.globals["sparkline"] = lambda values: jinja2.utils.markupsafe.Markup(sparkline(values))
     return env.get_template("status.html.j2").render(
         endpoints=statuses,
-        now=now.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        now=rfc3339(now, "seconds"),
         version=version,
         node=node,
     )

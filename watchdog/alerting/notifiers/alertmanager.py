@@ -25,9 +25,8 @@ from sqlite_utils import Database
 
 from watchdog.alerting import silences
 from watchdog.alerting.kinds import KINDS
-from watchdog.alerting.outbox import iso
 from watchdog.alerting.settings import Alerting
-from watchdog.runtime.clock import Clock
+from watchdog.runtime.clock import Clock, from_rfc3339, rfc3339
 
 log = logging.getLogger("mlops_watchdog.alerting")
 RESOLVED_FOR = timedelta(minutes=15)  # how long a resolution is repeated, as Prometheus does
@@ -65,11 +64,11 @@ class AlertmanagerPusher:
         for row in self.db.query(
             "select facts, created_at from outbox where event = 'resolved' and created_at >= ? "
             "order by id",
-            [iso(now - RESOLVED_FOR)],
+            [rfc3339(now - RESOLVED_FOR)],
         ):
             facts = json.loads(row["facts"])
             if facts.get("kind") in KINDS and facts.get("since"):
-                ended = datetime.fromisoformat(row["created_at"].replace("Z", "+00:00"))
+                ended = from_rfc3339(row["created_at"])
                 alert = self._alert(
                     facts["endpoint"], facts["kind"], facts["since"], facts.get("summary"), ended
                 )
@@ -93,7 +92,7 @@ class AlertmanagerPusher:
             "description": summary or KINDS[kind].title,
             "runbook_url": self.settings.runbook(kind),
         }
-        alert = {"labels": labels, "annotations": annotations, "endsAt": iso(ends)}
+        alert = {"labels": labels, "annotations": annotations, "endsAt": rfc3339(ends)}
         if since:
             alert["startsAt"] = since
         return alert

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from watchdog.gpu.detectors import Context
 from watchdog.gpu.detectors._format import size
+from watchdog.gpu.detectors.context import Context
 from watchdog.gpu.nvml import GpuProcess
 from watchdog.result import Finding
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from watchdog.gpu.detectors import Context
 from watchdog.gpu.detectors._format import duration
+from watchdog.gpu.detectors.context import Context
 from watchdog.result import Finding
 
 # The common meaning of well-known XIDs (NVIDIA's XID catalogue), so a page says what broke.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Mapping, Sequence
 
-from watchdog.gpu.detectors import Context, ProbeWindow
+from watchdog.gpu.detectors.context import Context, ProbeWindow
 from watchdog.gpu.nvml import GpuSample
 from watchdog.result import Finding
 

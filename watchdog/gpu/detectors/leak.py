@@ -5,8 +5,8 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 
-from watchdog.gpu.detectors import Context
 from watchdog.gpu.detectors._format import duration, size
+from watchdog.gpu.detectors.context import Context
 from watchdog.gpu.nvml import GpuSample
 from watchdog.result import Finding
 

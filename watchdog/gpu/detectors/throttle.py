@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from watchdog.gpu.detectors import Context
 from watchdog.gpu.detectors._format import duration
+from watchdog.gpu.detectors.context import Context
 from watchdog.gpu.nvml import GpuSample
 from watchdog.result import Finding
 
