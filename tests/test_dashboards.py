@@ -49,6 +49,7 @@ KNOWN_METRICS: dict[str, frozenset[str]] = {
         "mlops_watchdog_storage_write_seconds": "",
         "mlops_watchdog_database_size_bytes": "",
         "mlops_watchdog_alerts_firing": "endpoint kind",
+        "mlops_watchdog_gpu_alerts_firing": "gpu kind",
         "mlops_watchdog_notifications_total": "result",
         "mlops_watchdog_outbox_pending": "",
         "mlops_watchdog_tier_success": "endpoint tier",
@@ -423,6 +424,7 @@ def test_gpu_dashboard() -> None:
         m for row, _, expr in panel_queries(b) if row == "Detectors" for m in metric_names(expr)
     }
     assert detectors == {
+        "mlops_watchdog_gpu_alerts_firing",
         "mlops_watchdog_gpu_detected",
         "mlops_watchdog_gpu_memory_growth_bytes_per_second",
         "mlops_watchdog_gpu_throttle_duration_seconds",

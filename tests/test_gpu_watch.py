@@ -113,6 +113,11 @@ async def test_a_leak_is_stored_exported_and_paged(tmp_path: Path) -> None:
             "select * from alerts where endpoint = ? and kind = 'gpu_vram_leak'", [UUID]
         )
         assert alert["state"] == "firing"
+        # As visible to Prometheus as an endpoint's alert; the other GPU kinds at 0.
+        assert rig.metric("mlops_watchdog_gpu_alerts_firing", gpu=UUID, kind="gpu_vram_leak") == 1
+        assert rig.metric("mlops_watchdog_gpu_alerts_firing", gpu=UUID, kind="gpu_throttling") == 1
+        assert rig.metric("mlops_watchdog_gpu_alerts_firing", gpu=UUID, kind="gpu_hardware") == 0
+        assert rig.metric("mlops_watchdog_gpu_alerts_firing", gpu="gpus", kind="gpu_missing") == 0
         (page,) = rig.store.db.query("select * from outbox where kind = 'gpu_vram_leak'")
         facts = json.loads(page["facts"])
         assert facts["scope"] == "gpu" and "python3" in facts["summary"]

@@ -193,7 +193,9 @@ def test_xid_registration_that_is_not_supported_is_reported() -> None:
 
 
 def test_periodic_samples_read_slow_fields_every_nth_and_never_the_energy_counter() -> None:
-    fake = FakeNvml([FakeGpu(UUID, samples("matmul_load", "matmul_load_with_vram_leak"))])
+    # From the second load sample on: used VRAM holds still (see the next test for a move).
+    steady = samples("matmul_load", "matmul_load_with_vram_leak")[1:]
+    fake = FakeNvml([FakeGpu(UUID, steady)])
     ticks = {"t": 0.0}
 
     def wall() -> float:
@@ -237,3 +239,21 @@ def test_refused_fields_are_asked_once_and_names_looked_up_once_per_pid() -> Non
     assert fake.counts["nvmlDeviceGetFanSpeed"] == 1
     assert fake.counts["nvmlSystemGetProcessName"] == 1
     assert snapshot.gpus[0].processes[0].name == "python3"
+
+
+def test_used_vram_that_moves_has_the_process_list_read_at_once() -> None:
+    """The load phase's first sample holds 3 MiB, its second 883 MiB: the PyTorch process has
+    come. Its PID must show in that very sample, not up to `slow_every` samples later."""
+    fake = FakeNvml([FakeGpu(UUID, [dict(s) for s in samples("idle", "matmul_load")])])
+    fake.gpus[0].samples[-11]["compute_procs"] = []  # before the loader started
+    fake.gpus[0].position = len(samples("idle"))
+    nvml = Nvml(lib=fake, slow_every=100)
+    before = nvml.sample()
+    fake.step()
+    after = nvml.sample()
+    fake.step()
+    steady = nvml.sample()
+    assert before is not None and after is not None and steady is not None
+    assert before.gpus[0].processes == ()
+    assert [p.pid for p in after.gpus[0].processes or ()] == [TRACE["meta"]["loader_pid"]]
+    assert fake.counts["nvmlDeviceGetComputeRunningProcesses"] == 2  # not again while steady

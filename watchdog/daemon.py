@@ -20,7 +20,7 @@ from watchdog.alerting.sender import Notifier, Sender
 from watchdog.config.load import Config, until_restart
 from watchdog.drift import changes
 from watchdog.drift.watch import DriftWatch
-from watchdog.endpoint import GpuRef, Probe
+from watchdog.endpoint import Probe
 from watchdog.gpu.nvml import Nvml
 from watchdog.gpu.watch import GpuWatch
 from watchdog.parsing.yamlfile import InvalidFile
@@ -110,7 +110,7 @@ class Daemon:
             self.metrics.remember_fingerprint(row["endpoint"], row["fingerprint"], "", since)
         self.metrics.db_bytes = retention.size_bytes(store.db)
         self.recorder = Recorder.of(store, config.endpoints)
-        self.gpu = GpuWatch(config.gpu, _bound(config), nvml, store)
+        self.gpu = GpuWatch(config.gpu, config.endpoints, nvml, store)
         self.registry.register(ProbeCollector(self.metrics, lambda: self.drift.signals))
         self.registry.register(GpuCollector(self.gpu))
         self.registry.register(
@@ -119,6 +119,7 @@ class Daemon:
                 lambda: list(self.config.endpoints),
                 lambda: self.sender.results if self.sender else {},
                 lambda: self.pusher.results if self.pusher else None,
+                lambda: sorted(self.gpu.latest),
             )
         )
 
@@ -272,7 +273,7 @@ class Daemon:
         self.drift.configure(new.drift, new.baseline)
         self.drift.keep_only(new.endpoints)
         self.alerter.configure(new.alerting)
-        self.gpu.gpus = _bound(new)
+        self.gpu.bind(new.endpoints)
         self.endpoints.clear()
         self.endpoints.update({name: ep.base_url for name, ep in new.endpoints.items()})
         self.schedule_probes()
@@ -472,8 +473,3 @@ class Daemon:
             await listener.cleanup()
         self.gpu.close()
         self._refresh_report()
-
-
-def _bound(config: Config) -> dict[str, list[GpuRef]]:
-    """endpoint: the GPUs its `gpus:` binds it to."""
-    return {name: list(ep.gpus) for name, ep in config.endpoints.items() if ep.gpus}

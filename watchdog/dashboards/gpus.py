@@ -285,12 +285,22 @@ def detectors() -> list[Panel]:
             states={0: ("fine", "green"), 1: ("detected", "red")},
             description="The watchdog's own findings before its alert thresholds and repeats.",
         ),
+        timeline(
+            "GPU alerts firing",
+            "bool",
+            (
+                f"max by (node, gpu, kind) ({gpu('mlops_watchdog_gpu_alerts_firing')})",
+                "{{node}} {{gpu}} {{kind}}",
+            ),
+            states={0: ("ok", "green"), 1: ("firing", "red")},
+            description="The daemon's own GPU alerts, after their thresholds: what it paged.",
+        ),
         graph(
             "VRAM growth",
             "Bps",
             (gpu("mlops_watchdog_gpu_memory_growth_bytes_per_second"), LEGEND),
             span=8,
-            description="The leak detector's robust slope of used VRAM over its window.",
+            description="The leak detector's Sen's slope of used VRAM over its window.",
         ),
         graph(
             "Throttled without a break",

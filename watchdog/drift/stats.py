@@ -150,3 +150,29 @@ def benjamini_hochberg(p_values: Sequence[float]) -> list[float]:
     out = np.empty(m)
     out[order] = adjusted
     return [float(v) for v in out]
+
+
+@dataclass(frozen=True)
+class MannKendall:
+    s: int  # pairs that rose minus pairs that fell, later against earlier
+    z: float  # S standardised, with continuity correction
+    p_increasing: float  # one-sided: the chance of a rise this steady without a trend
+
+
+def mann_kendall(values: Sequence[float] | np.ndarray) -> MannKendall:
+    """Mann–Kendall test for a monotonic trend in values taken in time order. Ties (a GPU's
+    used VRAM holds still between allocations) shrink the variance, as in Hipel and McLeod
+    (and pymannkendall's original_test)."""
+    x = np.asarray(values, dtype=float)
+    n = len(x)
+    if n < 3:
+        return MannKendall(0, 0.0, 1.0)
+    later = np.triu(np.sign(x[None, :] - x[:, None]), k=1)
+    s = int(later.sum())
+    _, counts = np.unique(x, return_counts=True)
+    ties = counts[counts > 1]
+    variance = (n * (n - 1) * (2 * n + 5) - float(np.sum(ties * (ties - 1) * (2 * ties + 5)))) / 18
+    if variance <= 0:
+        return MannKendall(s, 0.0, 1.0)
+    z = (s - np.sign(s)) / math.sqrt(variance)
+    return MannKendall(s, float(z), normal_sf(float(z)))

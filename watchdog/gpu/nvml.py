@@ -53,6 +53,9 @@ CLOCK_EVENT_REASONS = {
     "display_clock_setting": 0x100,
 }
 BACKOFF_S = (1.0, 2.0, 5.0, 15.0, 30.0, 60.0, 300.0)
+# Used VRAM that moved this much since the process list was read has it read again at once:
+# the leak detector must see a process that came (a model load) in the sample that shows it.
+PROCESSES_REREAD_BYTES = 256 << 20
 XID_WAIT_MS = 1000
 
 
@@ -101,6 +104,12 @@ class GpuSample:
     fan_ratio: float | None = None
     mig_enabled: bool | None = None
     processes: tuple[GpuProcess, ...] | None = None
+    # NVML's own sample buffers since the previous read: utilisation about five times a second
+    # ((Unix seconds, ratio)), and each process's SM utilisation about once a second ((pid, Unix
+    # seconds, ratio); only processes that ran a kernel). A once-a-second utilisation reading
+    # of a GPU that answers a small model in 40 ms is 0 % most of the time; these are not.
+    util_samples: tuple[tuple[float, float], ...] | None = None
+    process_sm: tuple[tuple[int, float, float], ...] | None = None
     unsupported: frozenset[str] = frozenset()
 
     def as_dict(self) -> dict[str, Any]:
@@ -108,6 +117,8 @@ class GpuSample:
         out: dict[str, Any] = {}
         for name in self.__dataclass_fields__:
             value = getattr(self, name)
+            if name in ("util_samples", "process_sm"):
+                continue
             if name == "unsupported" or (name == "clock_events" and value is not None):
                 out[name] = sorted(value)
             elif name == "processes" and value is not None:
@@ -134,6 +145,9 @@ class _Device:
     power_limit_w: float | None
     absent: set[str] = field(default_factory=set)  # fields NVML refused this session
     slow: dict[str, Any] = field(default_factory=dict)  # the last slow-tier values
+    slow_used: int | None = None  # used VRAM when the slow tier was last read
+    buffers_seen: dict[str, int] = field(default_factory=dict)  # newest timestamp read, µs
+    no_buffers: set[str] = field(default_factory=set)  # sample buffers NVML refused
     pcie: dict[str, Any] = field(default_factory=dict)  # the last PCIe rates
     pcie_counted: tuple[float, int, int] | None = None  # (at, tx bytes, rx bytes)
 
@@ -243,7 +257,8 @@ class Nvml:
     def sample(self, full: bool = False) -> Snapshot | None:
         """Every GPU now, or None while NVML is off (between backoff retries).
 
-        Error counters and the process list are read every `slow_every` samples, PCIe every
+        Error counters and the process list are read every `slow_every` samples, and at once
+        when used VRAM moved by PROCESSES_REREAD_BYTES since they were; PCIe every
         `pcie_every` (a rate needs two readings, so it appears from the second), and both are
         carried in between.
         The energy counter, which costs ~6 ms of CPU per read on an H100 (more than the rest of
@@ -346,8 +361,15 @@ class Nvml:
             ),
             "fan_ratio": _scaled(read("fan", lambda: lib.nvmlDeviceGetFanSpeed(h)), 0.01),
         }
-        if slow or not d.slow:
+        used = fast["memory_used"]
+        moved = (
+            used is not None
+            and d.slow_used is not None
+            and abs(used - d.slow_used) >= PROCESSES_REREAD_BYTES
+        )
+        if slow or not d.slow or moved:
             d.slow = self._read_slow(d, read)
+            d.slow_used = used
         if pcie or not d.pcie:
             d.pcie = self._pcie(d, at, read, full)
         energy = None
@@ -360,6 +382,8 @@ class Nvml:
             index=d.index,
             name=d.name,
             at=at,
+            util_samples=self._util_buffer(d),
+            process_sm=self._process_buffer(d),
             power_limit_w=d.power_limit_w,
             energy_j=energy,
             mig_enabled=d.mig_enabled,
@@ -368,6 +392,45 @@ class Nvml:
             **d.slow,
             **d.pcie,
         )
+
+    def _util_buffer(self, d: _Device) -> tuple[tuple[float, float], ...] | None:
+        found = self._since(d, "util")
+        if found is None:
+            return None
+        return tuple((s.timeStamp / 1e6, s.sampleValue.uiVal / 100) for s in found)
+
+    def _process_buffer(self, d: _Device) -> tuple[tuple[int, float, float], ...] | None:
+        found = self._since(d, "process")
+        if found is None:
+            return None
+        return tuple((s.pid, s.timeStamp / 1e6, s.smUtil / 100) for s in found)
+
+    def _since(self, d: _Device, which: str) -> list[Any] | None:
+        """A sample buffer's entries newer than the last read; None where NVML keeps none
+        (asked once per session). They are the detectors' evidence, not sample fields, so
+        `unsupported` does not list them."""
+        if which in d.no_buffers:
+            return None
+        lib, since = self.lib, d.buffers_seen.get(which, 0)
+        try:
+            if which == "util":
+                _, found = lib.nvmlDeviceGetSamples(
+                    d.handle, lib.NVML_GPU_UTILIZATION_SAMPLES, since
+                )
+            else:
+                found = lib.nvmlDeviceGetProcessUtilization(d.handle, since)
+        except NVMLError as exc:
+            # pynvml raises "Success" for an empty process buffer; NVML says NOT_FOUND.
+            if exc.value in (lib.NVML_SUCCESS, lib.NVML_ERROR_NOT_FOUND):
+                return []
+            if exc.value in REINIT_ERRORS:
+                raise
+            d.no_buffers.add(which)
+            return None
+        found = list(found)
+        if found:
+            d.buffers_seen[which] = max(since, *(s.timeStamp for s in found))
+        return found
 
     def _read_slow(
         self, d: _Device, read: Callable[[str, Callable[[], Any]], Any]

@@ -11,17 +11,20 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from watchdog.endpoint import GpuRef
+from watchdog.endpoint import Endpoint
 from watchdog.gpu import detectors
 from watchdog.gpu import rows as gpu_rows
 from watchdog.gpu.detectors import Context, ProbeWindow, XidCount
 from watchdog.gpu.nvml import GpuSample, Nvml, Snapshot
+from watchdog.gpu.serving import Procfs, Server
 from watchdog.gpu.settings import Gpu
 from watchdog.result import Finding, ProbeResult
 from watchdog.store import Store
 
 log = logging.getLogger("mlops_watchdog.gpu")
 WINDOWS_KEPT = 20  # probe runs per endpoint that the idle detector may look back on
+SERVERS_EVERY_S = 60.0  # how often the bound endpoints' serving processes are looked for
+SERVERS_RETRY_S = 5.0  # the first retry for one not found; doubling up to SERVERS_EVERY_S
 
 
 @dataclass
@@ -69,9 +72,13 @@ class GpuWatch:
     around runs. Each read is stored first and kept in memory after the store commits."""
 
     settings: Gpu
-    gpus: Mapping[str, Sequence[GpuRef]]  # endpoint: the GPUs it is bound to (`gpus:`)
+    endpoints: Mapping[str, Endpoint]  # those with `gpus:` are bound to them
     nvml: Nvml | None  # None: gpu.enabled is false
     store: Store
+    procfs: Procfs = field(default_factory=Procfs)
+    servers: dict[str, Server] = field(default_factory=dict)  # endpoint: its local process
+    servers_seen: tuple[float, frozenset[int]] | None = None  # when looked for, and GPU pids
+    servers_misses: int = 0  # looks in a row that missed a bound endpoint's server
     latest: dict[str, GpuSample] = field(default_factory=dict)
     history: dict[str, deque[GpuSample]] = field(default_factory=dict)
     windows: dict[str, deque[ProbeWindow]] = field(default_factory=dict)
@@ -127,6 +134,8 @@ class GpuWatch:
             return None
         self.sampling_s.append(time.perf_counter() - started)
         self.driver = snapshot.driver
+        if self._servers_due(snapshot):
+            self.servers = await asyncio.to_thread(self.find_servers, snapshot)
         if self.nvml.xid_registered == {} and self.nvml.devices:
             self.nvml.start_xid_watch()  # after a re-initialisation
         return snapshot
@@ -182,6 +191,7 @@ class GpuWatch:
             gpu_count=len(latest) if self.up else 0,
             gpu_count_max=len(seen),
             names={**{u: f"{n}" for u, n in seen.items()}, **names},
+            servers=dict(self.servers),
         )
 
     def remember(self, read: Sampled | Measured) -> None:
@@ -211,10 +221,48 @@ class GpuWatch:
         """endpoint: the UUIDs of its GPUs (indexes resolved through NVML's list)."""
         by_index = {g.index: u for u, g in (self.latest if latest is None else latest).items()}
         return {
-            name: [r if isinstance(r, str) else by_index.get(r, f"index {r}") for r in refs]
-            for name, refs in self.gpus.items()
-            if refs
+            name: [r if isinstance(r, str) else by_index.get(r, f"index {r}") for r in ep.gpus]
+            for name, ep in self.endpoints.items()
+            if ep.gpus
         }
+
+    def bind(self, endpoints: Mapping[str, Endpoint]) -> None:
+        """A reload: the endpoints and their GPUs; their servers are looked for again."""
+        self.endpoints = endpoints
+        self.servers_seen, self.servers_misses = None, 0
+
+    def _servers_due(self, snapshot: Snapshot) -> bool:
+        """Look for the bound endpoints' servers at the first sample, every SERVERS_EVERY_S,
+        when a server's process is gone, and when the GPUs' compute processes changed (an
+        engine that restarted its workers has a new family)."""
+        bound = self.bindings()
+        if not bound:
+            return False
+        if self.servers_seen is None:
+            return True
+        at, seen = self.servers_seen
+        gone = any(not self.procfs.alive(s.pid) for s in self.servers.values())
+        # A server not found yet (still starting, or behind a proxy): again soon, then less
+        # often, up to every SERVERS_EVERY_S.
+        missing = set(bound) - set(self.servers)
+        wait = (
+            min(SERVERS_EVERY_S, SERVERS_RETRY_S * 2**self.servers_misses)
+            if missing
+            else SERVERS_EVERY_S
+        )
+        return gone or _pids(snapshot) != seen or snapshot.at - at >= wait
+
+    def find_servers(self, snapshot: Snapshot) -> dict[str, Server]:
+        """endpoint: the local process listening on its port, for each bound endpoint that has
+        one (blocking: reads /proc)."""
+        self.servers_seen = (snapshot.at, _pids(snapshot))
+        found = {}
+        for name in self.bindings():
+            server = self.procfs.server(self.endpoints[name].base_url)
+            if server is not None:
+                found[name] = server
+        self.servers_misses = self.servers_misses + 1 if len(found) < len(self.bindings()) else 0
+        return found
 
     # --- around each probe run -----------------------------------------------------------------
 
@@ -281,3 +329,7 @@ class GpuWatch:
             folded = gpu_rows.downsample(self.store.db, now, s.keep_raw, s.keep)
         if folded:
             log.info("GPU samples: %d raw rows folded into one-minute averages", folded)
+
+
+def _pids(snapshot: Snapshot) -> frozenset[int]:
+    return frozenset(p.pid for g in snapshot.gpus for p in g.processes or ())

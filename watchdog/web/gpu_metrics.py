@@ -178,7 +178,7 @@ class GpuCollector(Collector):
                 detected.add_metric([f.subject, kind], float(f.failing))
         growth = GaugeMetricFamily(
             PREFIX + "gpu_memory_growth_bytes_per_second",
-            "Robust slope of used VRAM over the leak window.",
+            "Sen's slope of used VRAM over the leak window.",
             labels=["gpu"],
         )
         for f in findings.get("gpu_vram_leak", []):

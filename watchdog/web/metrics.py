@@ -24,7 +24,7 @@ from sqlite_utils import Database
 
 from watchdog import __version__
 from watchdog.alerting import outbox
-from watchdog.alerting.kinds import PROBE_KINDS, leaked
+from watchdog.alerting.kinds import KINDS, PROBE_KINDS, leaked
 from watchdog.drift.compare import STATUS_VALUE
 from watchdog.endpoint import Endpoint
 from watchdog.probers.server_metrics import EXPORTED
@@ -52,6 +52,8 @@ ITL_BUCKETS = (
 )
 WORK_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5)
 PROBE_RESULTS = ("ok", "check_failed", "error")
+# The GPU alert kinds about a GPU (or the host's GPU count) rather than an endpoint.
+GPU_SUBJECT_KINDS = [k for k, kind in KINDS.items() if kind.gpu and k != "gpu_idle_while_serving"]
 NOTIFICATION_RESULTS = ("sent", "retried", "failed", "suppressed")
 
 
@@ -421,11 +423,13 @@ class AlertingCollector(Collector):
         endpoints: Callable[[], list[str]],
         notifications: Callable[[], Mapping[str, int]],
         pushes: Callable[[], Mapping[str, int] | None] = lambda: None,
+        gpus: Callable[[], list[str]] = list,
     ):
         self.db = db
         self.endpoints = endpoints
         self.notifications = notifications
         self.pushes = pushes
+        self.gpus = gpus  # the UUIDs of the GPUs NVML lists now
 
     def collect(self) -> Iterator[Metric]:
         now_firing = {
@@ -444,6 +448,21 @@ class AlertingCollector(Collector):
             "1 while an alert of this kind is firing for the endpoint.",
             ["endpoint", "kind"],
             firing,
+        )
+        # Per GPU (its UUID), and `gpus` for the host's GPU count: every GPU listed now, and
+        # any other subject still firing (a GPU that fell off the bus stays visible).
+        gpu_firing = {k: 1.0 for k in now_firing if k[1] in GPU_SUBJECT_KINDS}
+        for uuid in self.gpus():
+            for kind in GPU_SUBJECT_KINDS:
+                if kind != "gpu_missing":
+                    gpu_firing.setdefault((uuid, kind), 0.0)
+        gpu_firing.setdefault(("gpus", "gpu_missing"), 0.0)
+        yield _gauge(
+            "gpu_alerts_firing",
+            "1 while the daemon's GPU alert of this kind is firing for the GPU (`gpus`: the "
+            "host's GPU count).",
+            ["gpu", "kind"],
+            gpu_firing,
         )
         counts = dict(self.notifications())
         counts["suppressed"] = next(

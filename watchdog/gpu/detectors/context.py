@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from watchdog.gpu.nvml import GpuSample
+from watchdog.gpu.serving import Server
 from watchdog.gpu.settings import Gpu
 
 
@@ -39,3 +40,4 @@ class Context:
     gpu_count: int = 0
     gpu_count_max: int = 0  # over hardware.missing_window
     names: Mapping[str, str] = field(default_factory=dict)  # UUID: "GPU 0 (NVIDIA H100 ...)"
+    servers: Mapping[str, Server] = field(default_factory=dict)  # endpoint: its local process
