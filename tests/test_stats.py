@@ -9,7 +9,14 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from watchdog.drift.stats import benjamini_hochberg, fisher_less, mann_whitney_u, normal_sf, rank
+from watchdog.drift.stats import (
+    benjamini_hochberg,
+    fisher_less,
+    mann_kendall,
+    mann_whitney_u,
+    normal_sf,
+    rank,
+)
 
 # The example of scipy.stats.mannwhitneyu's documentation (from Conover's textbook): U = 17,
 # exact two-sided p = 0.1111 (= 14/126), asymptotic p = 0.11134688653314041.
@@ -176,3 +183,16 @@ def test_benjamini_hochberg_keeps_input_order_and_monotone() -> None:
     assert benjamini_hochberg([0.5]) == [0.5]
     assert benjamini_hochberg([0.9, 0.95]) == [0.95, 0.95]
     assert benjamini_hochberg([]) == []
+
+
+def test_mann_kendall_matches_the_textbook_and_corrects_for_ties() -> None:
+    """S, the variance with ties and the one-sided p, as pymannkendall's original_test gives
+    them (two-sided p halved): a strict rise of 10 and a step of 4 then 6 equal values."""
+    rise = mann_kendall(list(range(1, 11)))
+    assert (rise.s, round(rise.z, 4)) == (45, 3.9355)  # var 125: (45 - 1) / sqrt(125)
+    assert rise.p_increasing == pytest.approx(4.1515e-05, rel=1e-3)
+    step = mann_kendall([5, 5, 5, 5, 9, 9, 9, 9, 9, 9])
+    assert (step.s, round(step.z, 4)) == (24, 2.4518)  # var (2250 - 666) / 18 = 88
+    assert step.p_increasing < 0.01  # a step is "significant" too: hence the spread rule
+    assert mann_kendall([3, 2, 1]).p_increasing > 0.5
+    assert mann_kendall([1, 1]).p_increasing == 1.0
