@@ -466,3 +466,38 @@ def test_a_once_a_second_reading_near_zero_proves_nothing() -> None:
     )
     finding = only(idle.detect(seen))
     assert not finding.failing and finding.value is None
+
+
+def test_a_verdict_from_nvmls_buffers_holds_between_runs() -> None:
+    """Runs every 2 s, samples every second: a run's per-process sample comes up to a second
+    after it ends. Judged only on posted samples, the verdict does not turn at each new run,
+    so it can hold for failure_threshold samples in a row. Another process keeps the GPU busy:
+    only the engine's own (absent) kernels tell."""
+    base = trace("matmul_load")[0]
+    history = [
+        replace(
+            base,
+            at=base.at + i,
+            util_gpu=0.5,
+            util_samples=tuple((base.at + i - k / 5, 0.5) for k in range(5)),
+            process_sm=((999, base.at + i - 0.3, 0.5),),
+        )
+        for i in range(16)
+    ]
+    runs = [
+        ProbeWindow("llama", base.at + t, base.at + t + 0.05, True, 40.0, {})
+        for t in range(1, 16, 2)
+    ]
+    verdicts = []
+    for n in range(8, 17):
+        seen = [w for w in runs if w.ended <= history[n - 1].at]
+        found = idle.detect(
+            context(
+                history[:n],
+                windows=seen,
+                bindings={"llama": [UUID]},
+                servers={"llama": serving(PID)},
+            )
+        )
+        verdicts.append(only(found).failing)
+    assert verdicts == [True] * len(verdicts)

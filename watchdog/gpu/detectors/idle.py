@@ -86,7 +86,12 @@ def detect(context: Context) -> list[Finding]:
 
 def _one(context: Context, endpoint: str, uuids: Sequence[str]) -> Finding | None:
     limits = context.settings.idle
-    runs = [w for w in context.windows if w.endpoint == endpoint][-limits.runs :]
+    runs = [w for w in context.windows if w.endpoint == endpoint]
+    if any(_buffered(context.history.get(u, ())) for u in uuids):
+        # Judge only runs whose samples NVML has posted (up to a second after each ends):
+        # a verdict that turned on each new run would never hold for failure_threshold.
+        runs = [w for w in runs if w.ended + PROCESS_PERIOD_S <= context.now]
+    runs = runs[-limits.runs :]
     if len(runs) < limits.runs or not all(w.answered for w in runs):
         return None  # too little evidence, or the endpoint is down: other kinds page for that
     server = context.servers.get(endpoint)
@@ -155,6 +160,12 @@ def _evidence(
         processes,
         engine,
         engine_sm,
+    )
+
+
+def _buffered(history: Sequence[GpuSample]) -> bool:
+    return bool(history) and (
+        history[-1].process_sm is not None or history[-1].util_samples is not None
     )
 
 
