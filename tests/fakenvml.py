@@ -196,6 +196,12 @@ class FakeNvml:
             pynvml.NVML_FI_DEV_PCIE_COUNT_TX_BYTES: "pcie_tx_kbs",
             pynvml.NVML_FI_DEV_PCIE_COUNT_RX_BYTES: "pcie_rx_kbs",
         }
+        refused = [gpu.now[keys[f]] for f in fields if isinstance(gpu.now[keys[f]], dict)]
+        if refused:
+            return [
+                SimpleNamespace(fieldId=f, nvmlReturn=refused[0]["code"], value=None)
+                for f in fields
+            ]
         return [
             SimpleNamespace(
                 fieldId=f,

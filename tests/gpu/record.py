@@ -118,10 +118,14 @@ def sample(h: Any, names: dict[int, str], seen: dict[str, int] | None = None) ->
                 )
             )
         ),
-        # The cumulative counters the adapter differences, as KB/s rates over the last second:
-        # the fake turns them back into counters.
-        "pcie_tx_kbs": 0,
-        "pcie_rx_kbs": 0,
+        # KB/s over NVML's last 20 ms window, as in the H100 trace: the fake turns them back
+        # into the cumulative counters the adapter differences.
+        "pcie_tx_kbs": _read(
+            lambda: pynvml.nvmlDeviceGetPcieThroughput(h, pynvml.NVML_PCIE_UTIL_TX_BYTES)
+        ),
+        "pcie_rx_kbs": _read(
+            lambda: pynvml.nvmlDeviceGetPcieThroughput(h, pynvml.NVML_PCIE_UTIL_RX_BYTES)
+        ),
         "fan_pct": _read(lambda: pynvml.nvmlDeviceGetFanSpeed(h)),
         "pstate": _read(lambda: pynvml.nvmlDeviceGetPerformanceState(h)),
         "compute_procs": procs,
