@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from watchdog import cli
-from watchdog.config.load import load_config
+from watchdog.config.load import load_config, until_restart
 from watchdog.parsing.yamlfile import InvalidFile
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -328,3 +328,58 @@ def test_an_http_body_template_that_is_not_json_is_a_config_error(tmp_path: Path
     (problem,) = caught.value.problems
     assert "config.yaml:2: endpoints[0]: body_template does not render to JSON" in str(problem)
     assert str(problem).endswith("write values as {{ prompt | tojson }}")
+
+
+def test_a_reload_keeps_every_restart_key_and_takes_the_rest(tmp_path: Path) -> None:
+    """What Daemon.reload applies: the RESTART keys keep their old values and are named as
+    changed; everything else is the new file's."""
+    (tmp_path / "web.yml").write_text("http_server_config: {}\n")
+    (tmp_path / "web2.yml").write_text("http_server_config: {headers: {X-Frame-Options: deny}}\n")
+
+    def write(**values: str) -> Path:
+        v = {
+            "db": "a.db",
+            "listen": "127.0.0.1:9464",
+            "node": "n1",
+            "web": "web.yml",
+            "interval": "5s",
+            "every": "1h",
+            "threshold": "3",
+            **values,
+        }
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            f"""
+storage: {{path: {v["db"]}}}
+listen: "{v["listen"]}"
+node: {v["node"]}
+web_config_file: {v["web"]}
+gpu: {{interval: {v["interval"]}}}
+retention: {{every: {v["every"]}, raw_days: {v.get("days", "14")}}}
+alerting: {{failure_threshold: {v["threshold"]}}}
+endpoints: [{{name: e, api: openai-chat, base_url: "http://h:1"}}]
+"""
+        )
+        return path
+
+    old = load_config(write(), env={})
+    new = load_config(
+        write(
+            db="b.db",
+            listen=":9465",
+            node="n2",
+            web="web2.yml",
+            interval="1s",
+            every="2h",
+            threshold="5",
+            days="7",
+        ),
+        env={},
+    )
+    kept, changed = until_restart(old, new)
+    assert changed == ["storage", "listen", "node", "web_config_file", "gpu", "retention.every"]
+    assert (kept.storage, kept.listen, kept.node) == (old.storage, old.listen, old.node)
+    assert (kept.web_config_file, kept.web_config) == (old.web_config_file, old.web_config)
+    assert kept.gpu == old.gpu and kept.retention.every == old.retention.every
+    assert kept.retention.raw_days == 7 and kept.alerting.failure_threshold == 5
+    assert until_restart(old, old)[1] == []

@@ -248,6 +248,7 @@ def watch(
 
 @pytest.fixture(scope="module")
 def timeline() -> Iterator[Timeline]:
+    assert MODEL, "set GPU_LLAMA_MODEL to a GGUF file (make gpu-test passes SmolLM2's)"
     keep = os.environ.get("MLOPS_WATCHDOG_GPU_OUT")
     folder = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="gpu-engine-"))
     folder.mkdir(parents=True, exist_ok=True)

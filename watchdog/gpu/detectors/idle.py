@@ -106,11 +106,11 @@ def _one(context: Context, endpoint: str, uuids: Sequence[str]) -> Finding | Non
         speed += ", a CPU's pace"
     first = seen[0]
     if all(reasons):
-        who = f"{server}" if server else f"the server of {endpoint}"
+        said = "; ".join(r for r in reasons if r)
+        who = "it" if server and str(server) in said else server or f"the server of {endpoint}"
         summary = (
-            f"probes to {endpoint} succeed ({len(runs)} runs{speed}), but "
-            + "; ".join(r for r in reasons if r)
-            + f": {who} serves from the CPU — {CAUSE}"
+            f"probes to {endpoint} succeed ({len(runs)} runs{speed}), but {said}: "
+            f"{who} serves from the CPU — {CAUSE}"
         )
         return Finding(endpoint, True, summary, gpu=first.uuid, value=first.utilization)
     busy = next(e for e, r in zip(seen, reasons, strict=True) if r is None)
