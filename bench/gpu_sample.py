@@ -4,9 +4,12 @@ Both run interleaved in one process on the same GPUs (rounds of samples, then on
 call), so both see the same noise. Goal: `Nvml.sample()` at least GOAL times cheaper than one
 `nvidia-smi --query-gpu=...` call, both by the median sample and by the mean over whole cycles
 of `pcie_every` samples (error counters and processes are read every `slow_every` samples, PCIe
-every `pcie_every`, as the daemon does at its default 5 s interval). A second
-pass samples through a wrapper around pynvml that times every NVML call the adapter makes, to
-show where a sample's time goes; the on-demand energy read of probe runs is timed apart.
+every `pcie_every`, as the daemon does at its default 5 s interval). Those are the samples
+between probe runs; a sample taken while a run of a GPU-bound endpoint is in flight also reads
+NVML's two sample buffers (utilisation and per-process), timed apart in each round. A second
+pass samples through a wrapper around pynvml that times every NVML call the adapter makes in a
+sample during a run, to show where its time goes; the on-demand energy read of probe runs is
+timed apart.
 
     python3 -m bench.gpu_sample [--samples 240] [--smi-calls 20] [--load] [--json PATH]
 """
@@ -106,9 +109,9 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def sample_once(nvml: Nvml) -> tuple[float, float, Snapshot]:
+def sample_once(nvml: Nvml, during_run: bool = False) -> tuple[float, float, Snapshot]:
     cpu, wall = time.process_time(), time.perf_counter()
-    snapshot = nvml.sample()
+    snapshot = nvml.sample(buffers=None if during_run else ())
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert snapshot is not None, f"NVML went off: {nvml.last_error}"
     return wall, cpu, snapshot
@@ -135,6 +138,9 @@ def measure(nvml: Nvml, samples: int, smi_calls: int) -> dict[str, list[float]]:
             wall, cpu, _ = sample_once(nvml)
             out["sample_wall"].append(wall)
             out["sample_cpu"].append(cpu)
+        wall, cpu, _ = sample_once(nvml, during_run=True)
+        out["run_sample_wall"].append(wall)
+        out["run_sample_cpu"].append(cpu)
         wall, cpu = smi_once()
         out["smi_wall"].append(wall)
         out["smi_cpu"].append(cpu)
@@ -148,10 +154,10 @@ def per_call(nvml_lib: Any, samples: int) -> list[dict[str, Any]]:
     assert nvml.start(), nvml.last_error
     try:
         for _ in range(WARMUP_SAMPLES):
-            sample_once(nvml)
+            sample_once(nvml, during_run=True)
         lib.clear()
         for _ in range(samples):
-            sample_once(nvml)
+            sample_once(nvml, during_run=True)
         timed = dict(lib.wall), dict(lib.cpu)  # not the shutdown that follows
     finally:
         nvml.close()
@@ -220,6 +226,8 @@ def report(args: argparse.Namespace, nvml: Nvml, snapshot: Snapshot) -> dict[str
     print(row("Nvml.sample() CPU, all GPUs", figures["sample_cpu"]))
     print(row("  per GPU, wall", [v / gpus for v in figures["sample_wall"]]))
     print(row("  per GPU, CPU", [v / gpus for v in figures["sample_cpu"]]))
+    print(row("during a run (+ buffers), all GPUs", figures["run_sample_wall"]))
+    print(row("  its CPU", figures["run_sample_cpu"]))
     print(row("nvidia-smi --query-gpu (anchor) wall", figures["smi_wall"]))
     print(row("nvidia-smi CPU (child + ours)", figures["smi_cpu"]))
     print(
@@ -234,12 +242,20 @@ def report(args: argparse.Namespace, nvml: Nvml, snapshot: Snapshot) -> dict[str
     print(f"ratio nvidia-smi call / sample per GPU, medians, CPU: {ratio_cpu:.0f}")
     print(f"ratio nvidia-smi call / mean sample per GPU (amortized), wall: {ratio_mean:.0f}")
     print(f"goal ≥{GOAL}× (medians, wall): {verdict}")
+    run_wall = statistics.median(figures["run_sample_wall"])
+    print(
+        "ratio nvidia-smi call / sample during a run per GPU, medians, wall: "
+        f"{smi_wall / (run_wall / gpus):.0f}"
+    )
     print(
         f"energy counter, read on demand around probe runs (not in samples): "
         f"{energy['wall_s_median'] * 1e3:.3f} ms wall, {energy['cpu_s_median'] * 1e3:.3f} ms CPU"
     )
     print()
-    print(f"NVML calls of one sample ({TIMED_SAMPLES} samples through a timing wrapper), µs")
+    print(
+        f"NVML calls of one sample during a run ({TIMED_SAMPLES} samples through a timing "
+        "wrapper), µs"
+    )
     print(f"{'call':<58} {'per smp':>7} {'wall':>9} {'CPU':>9} {'per smp':>9} {'share':>6}")
     for c in calls:
         print(
@@ -265,6 +281,8 @@ def report(args: argparse.Namespace, nvml: Nvml, snapshot: Snapshot) -> dict[str
         "smi_cpu_s_median": smi_cpu,
         "sample_wall_s_mean_per_gpu": mean_wall / gpus,
         "sample_cpu_s_mean_per_gpu": mean_cpu / gpus,
+        "run_sample_wall_s_median": run_wall,
+        "run_sample_cpu_s_median": statistics.median(figures["run_sample_cpu"]),
         "slow_every": nvml.slow_every,
         "pcie_every": nvml.pcie_every,
         "ratio_wall": ratio_wall,

@@ -132,7 +132,11 @@ def test_a_model_swap_is_a_change_and_output_drift_and_the_neighbour_stays_quiet
         assert json.loads(page["facts"])["detail"] == change.detail
         status = drift_lines(tmp_path, capsys)
         assert status[("changing", "output")] == "drift", status
-        assert "drift" not in {s for (e, _), s in status.items() if e == "steady"}, status
+        # The neighbour's answers stay as they were. Its latency is left out: it shares two
+        # cores with a newly loaded model, and once read as slower (a real change, not a
+        # misattribution).
+        quiet = {s for (e, signal), s in status.items() if e == "steady" and signal != "latency"}
+        assert "drift" not in quiet, status
         metric = daemon.registry.get_sample_value(
             "mlops_watchdog_drift_status",
             {"endpoint": "changing", "golden_set": "drift", "signal": "output"},

@@ -32,17 +32,22 @@ FIXTURES = Path(__file__).parent / "fixtures" / "gpu"
 
 
 class Recorded(Procfs):
-    """The serving processes as they were found on the GPU host."""
+    """The serving processes as they were found on the GPU host: listening from the moment the
+    scenario's servers were ready (when it says), as /proc would have shown them."""
 
-    def __init__(self, servers: dict[str, dict[str, Any]]):
+    def __init__(self, scenario: dict[str, Any], clock: dict[str, float]):
         super().__init__(Path("/nonexistent"))
         self.by_port = {
             s["port"]: Server(s["pid"], s["name"], s["port"], frozenset(s["family"]))
-            for s in servers.values()
+            for s in scenario["servers"].values()
             if s
         }
+        self.listening_from = scenario["start"] + scenario["notes"].get("ready_s", -1e9)
+        self.clock = clock
 
     def server(self, base_url: str) -> Server | None:
+        if self.clock["t"] < self.listening_from:
+            return None
         return self.by_port.get(int(base_url.rsplit(":", 1)[1]))
 
     def alive(self, pid: int) -> bool:
@@ -82,16 +87,22 @@ async def replay(name: str, tmp_path: Path) -> Replay:
         if s
     }
     store = Store.open(tmp_path / "w.db")
-    watch = GpuWatch(settings, endpoints, nvml, store, procfs=Recorded(scenario["servers"]))
+    watch = GpuWatch(settings, endpoints, nvml, store, procfs=Recorded(scenario, now))
     alerter = Alerter(
         Alerting(failure_threshold=threshold, success_threshold=2), store.db, can_send=False
     )
     watch.start(now["t"])
     out = Replay(scenario)
     runs = sorted(scenario["runs"], key=lambda r: r["end"])
+    starting = sorted(scenario["runs"], key=lambda r: r["start"])
     for i, sample in enumerate(samples):
         now["t"] = sample["t"]
         gpu.position = i
+        while starting and starting[0]["start"] <= now["t"]:
+            # As the daemon meters each run from its start: NVML's sample buffers are read
+            # while a run is in flight and until NVML has posted the samples that cover it.
+            r = starting.pop(0)
+            watch.meter(r["endpoint"], r["start"])
         while runs and runs[0]["end"] <= now["t"]:
             r = runs.pop(0)
             window = ProbeWindow(
@@ -155,6 +166,28 @@ async def test_hidden_cuda_is_idle_while_serving_naming_the_server(tmp_path: Pat
     assert "serves from the CPU" in summary
     # A, whose GPU showed 0-6 % once a second with no buffers recorded: not paged.
     assert r.after("gpu_idle_while_serving", "on-gpu") is None
+
+
+async def test_servers_that_start_after_the_daemon_are_found_when_they_answer(
+    tmp_path: Path,
+) -> None:
+    """Run 3: the daemon first, then A and B (`CUDA_VISIBLE_DEVICES=`) start, both answering
+    1.8 s later. The daemon missed B's server at its first looks (nothing listened yet), waited
+    longer after each, and found it only 21 s in: B fired 22 s in (the recorded verdict). Now a
+    server is looked for as soon as its endpoint begins to answer."""
+    r = await replay("h200-servers-start.json", tmp_path)
+    ready = r.scenario["notes"]["ready_s"]
+    recorded = live(r.scenario, "gpu_idle_while_serving", "on-cpu")
+    assert recorded is not None and recorded - ready > 20
+    firing = r.after("gpu_idle_while_serving", "on-cpu")
+    # Its first three runs, posted a second after the third, then failure_threshold samples.
+    assert firing is not None and firing - ready < 3 * 2 + 1 + 2 + 1, (ready, firing)
+    assert (
+        "holds no memory on GPU 0 (NVIDIA H200)"
+        in r.summaries[("gpu_idle_while_serving", "on-cpu")]
+    )
+    assert r.after("gpu_idle_while_serving", "on-gpu") is None
+    assert ("gpu_idle_while_serving", "on-gpu") not in r.detected
 
 
 async def test_two_servers_and_a_hog_are_contention_and_no_leak(tmp_path: Path) -> None:

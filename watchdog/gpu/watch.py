@@ -8,13 +8,13 @@ import logging
 import statistics
 import time
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from watchdog.endpoint import Endpoint
 from watchdog.gpu import detectors
 from watchdog.gpu import rows as gpu_rows
-from watchdog.gpu.detectors import Context, ProbeWindow, XidCount
+from watchdog.gpu.detectors import Context, ProbeWindow, XidCount, idle
 from watchdog.gpu.nvml import GpuSample, Nvml, Snapshot
 from watchdog.gpu.serving import Procfs, Server
 from watchdog.gpu.settings import Gpu
@@ -87,6 +87,12 @@ class GpuWatch:
     lost: set[str] = field(default_factory=set)
     energy: dict[str, Energy] = field(default_factory=dict)  # endpoint: last run's
     sampling_s: list[float] = field(default_factory=list)  # since the last scrape
+    # NVML's sample buffers are read only while they can hold evidence about a run: for the
+    # GPUs of endpoints with a run in flight, and until one reading after each run's end has
+    # let NVML post the samples that cover it.
+    running: dict[str, int] = field(default_factory=dict)  # endpoint: runs in flight
+    buffers_until: dict[str, float] = field(default_factory=dict)  # uuid: read up to then
+    buffers_read: dict[str, float] = field(default_factory=dict)  # uuid: last read at
     driver: str | None = None
 
     def __post_init__(self) -> None:
@@ -129,16 +135,26 @@ class GpuWatch:
         if self.nvml is None:
             return None
         started = time.perf_counter()
-        snapshot = await asyncio.to_thread(self.nvml.sample)
+        buffers = self._buffers_wanted()
+        snapshot = await asyncio.to_thread(self.nvml.sample, False, buffers)
         if snapshot is None:
             return None
+        self.buffers_read.update(dict.fromkeys(buffers, snapshot.at))
         self.sampling_s.append(time.perf_counter() - started)
         self.driver = snapshot.driver
-        if self._servers_due(snapshot):
-            self.servers = await asyncio.to_thread(self.find_servers, snapshot)
+        due = self._servers_due(snapshot)
+        if due:
+            self.servers = await asyncio.to_thread(self.find_servers, snapshot, due == "timer")
         if self.nvml.xid_registered == {} and self.nvml.devices:
             self.nvml.start_xid_watch()  # after a re-initialisation
         return snapshot
+
+    def _buffers_wanted(self) -> set[str]:
+        bound = self.bindings()
+        wanted = {u for e, n in self.running.items() if n > 0 for u in bound.get(e, ())}
+        return wanted | {
+            u for u, until in self.buffers_until.items() if self.buffers_read.get(u, 0) < until
+        }
 
     def record(self, snapshot: Snapshot | None, now: float) -> Sampled:
         """Store the sample and the XIDs seen since the last one, and run the detectors on the
@@ -198,9 +214,12 @@ class GpuWatch:
         """What a committed sample or run taught: the GPUs' history, or the run's window and
         energy."""
         if isinstance(read, Measured):
-            self.windows.setdefault(read.window.endpoint, deque(maxlen=WINDOWS_KEPT)).append(
-                read.window
-            )
+            w = read.window
+            self.windows.setdefault(w.endpoint, deque(maxlen=WINDOWS_KEPT)).append(w)
+            self.running[w.endpoint] = max(0, self.running.get(w.endpoint, 0) - 1)
+            for uuid in self.bindings().get(w.endpoint, ()):
+                posted = w.ended + idle.PROCESS_PERIOD_S
+                self.buffers_until[uuid] = max(self.buffers_until.get(uuid, 0), posted)
             if read.energy is not None:
                 self.energy[read.window.endpoint] = read.energy
             return
@@ -231,37 +250,46 @@ class GpuWatch:
         self.endpoints = endpoints
         self.servers_seen, self.servers_misses = None, 0
 
-    def _servers_due(self, snapshot: Snapshot) -> bool:
-        """Look for the bound endpoints' servers at the first sample, every SERVERS_EVERY_S,
-        when a server's process is gone, and when the GPUs' compute processes changed (an
-        engine that restarted its workers has a new family)."""
+    def _servers_due(self, snapshot: Snapshot) -> str | None:
+        """Why to look for the bound endpoints' servers now, if at all: at the first sample and
+        every SERVERS_EVERY_S ("timer"), or when a server's process is gone, when the GPUs'
+        compute processes changed (an engine that restarted its workers has a new family), or
+        when an endpoint whose server was not found begins to answer ("event")."""
         bound = self.bindings()
         if not bound:
-            return False
+            return None
         if self.servers_seen is None:
-            return True
+            return "timer"
         at, seen = self.servers_seen
         gone = any(not self.procfs.alive(s.pid) for s in self.servers.values())
         # A server not found yet (still starting, or behind a proxy): again soon, then less
-        # often, up to every SERVERS_EVERY_S.
+        # often, up to every SERVERS_EVERY_S; and as soon as its endpoint begins to answer,
+        # since a server that answers is listening.
         missing = set(bound) - set(self.servers)
         wait = (
-            min(SERVERS_EVERY_S, SERVERS_RETRY_S * 2**self.servers_misses)
+            min(SERVERS_EVERY_S, SERVERS_RETRY_S * 2 ** max(0, self.servers_misses - 1))
             if missing
             else SERVERS_EVERY_S
         )
-        return gone or _pids(snapshot) != seen or snapshot.at - at >= wait
+        began = any(_began_answering(self.windows.get(name, ()), at) for name in missing)
+        if snapshot.at - at >= wait:
+            return "timer"
+        return "event" if gone or began or _pids(snapshot) != seen else None
 
-    def find_servers(self, snapshot: Snapshot) -> dict[str, Server]:
+    def find_servers(self, snapshot: Snapshot, timer: bool = True) -> dict[str, Server]:
         """endpoint: the local process listening on its port, for each bound endpoint that has
-        one (blocking: reads /proc)."""
+        one (blocking: reads /proc). A look due by the timer that misses one waits longer for
+        the next; one prompted by an event leaves the wait as it was."""
         self.servers_seen = (snapshot.at, _pids(snapshot))
         found = {}
         for name in self.bindings():
             server = self.procfs.server(self.endpoints[name].base_url)
             if server is not None:
                 found[name] = server
-        self.servers_misses = self.servers_misses + 1 if len(found) < len(self.bindings()) else 0
+        if len(found) == len(self.bindings()):
+            self.servers_misses = 0
+        elif timer:
+            self.servers_misses += 1
         return found
 
     # --- around each probe run -----------------------------------------------------------------
@@ -270,6 +298,7 @@ class GpuWatch:
         uuids = self.bindings().get(endpoint)
         if not uuids or not self.up or self.nvml is None:
             return None
+        self.running[endpoint] = self.running.get(endpoint, 0) + 1
         return RunMeter(endpoint, uuids, now, self.nvml.energy_j(uuids))
 
     def finish(
@@ -333,3 +362,11 @@ class GpuWatch:
 
 def _pids(snapshot: Snapshot) -> frozenset[int]:
     return frozenset(p.pid for g in snapshot.gpus for p in g.processes or ())
+
+
+def _began_answering(windows: Iterable[ProbeWindow], since: float) -> bool:
+    """Whether runs that ended after `since` answered when the last one before it had not (or
+    there was none): the endpoint's server has come up."""
+    before = [w for w in windows if w.ended <= since]
+    after = [w for w in windows if w.ended > since]
+    return any(w.answered for w in after) and not (before and before[-1].answered)
