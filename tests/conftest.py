@@ -8,6 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tests.engines import triton
+from tests.engines.vllm import VllmServer, start_vllm, stop_vllm
 from tests.peers import LlamaServer, PeerMissing, start_llama_server, stop
 
 IN_CI = os.environ.get("CI") == "true"
@@ -31,6 +33,30 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
         raise
     yield server
     stop(server)
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+    """One real vLLM (CPU build, SmolLM2) for the session: it takes about 40 s to start."""
+    try:
+        server = start_vllm(tmp_path_factory.mktemp("vllm"))
+    except PeerMissing as exc:
+        need(str(exc))
+        raise
+    yield server
+    stop_vllm(server)
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[triton.Triton]:
+    """One real Triton (PyTriton, SmolLM2 on the CPU) for the session: about 10 s to start."""
+    try:
+        server = triton.start(tmp_path_factory.mktemp("triton"))
+    except PeerMissing as exc:
+        need(str(exc))
+        raise
+    yield server
+    triton.stop(server)
 
 
 class FakeClock:

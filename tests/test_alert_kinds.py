@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from watchdog.alerting.kinds import observe
 from watchdog.endpoint import Slo
-from watchdog.result import Answer, CheckOutcome, ProbeResult
+from watchdog.result import Answer, CheckOutcome, ProbeResult, TierOutcome
 
 
 def result(
@@ -54,3 +54,16 @@ def test_latency_slo_uses_the_median_of_answers() -> None:
         seen["latency_slo"].failing and seen["latency_slo"].summary == "e2e p50 11.000s > SLO 10s"
     )
     assert not observe(slow, Slo(e2e_s=20))["latency_slo"].failing
+
+
+def test_a_refused_api_key_is_an_http_error_not_a_hung_engine() -> None:
+    """vLLM with --api-key: /health is open, /v1 answers 401 to a probe without the key."""
+    refused = result("a", "http_status")
+    refused.answer.status_code = 401
+    tiers = [
+        TierOutcome("liveness", True, "GET /health: HTTP 200", "/health", 200, 0.01),
+        TierOutcome("completion", False, "0/1 answered", None, 401, 0.02, "http_status"),
+    ]
+    seen = observe([refused], Slo(), tiers)
+    assert seen["http_error"].failing and seen["http_error"].error_class == "http_status"
+    assert "not_serving" not in seen

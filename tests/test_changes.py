@@ -83,3 +83,20 @@ def test_no_baseline_is_inconclusive_and_says_what_to_do(tmp_path: Path) -> None
     assert [s.status for s in signals] == ["inconclusive"] * 3
     assert "baseline record" in signals[0].detail
     store.close()
+
+
+def test_an_engine_config_change_seen_only_in_the_system_fingerprint_is_named(
+    tmp_path: Path,
+) -> None:
+    """vLLM says its engine configuration only in the streamed usage chunk's
+    `system_fingerprint` (vllm-0.32.0-<hash>): the model ids stay the same."""
+    store = Store.open(tmp_path / "w.db")
+    for i, fp in enumerate(("vllm-0.32.0-aaaa", "vllm-0.32.0-aaaa", "vllm-0.32.0-bbbb")):
+        r = result("capital", ok=True)
+        r.answer.system_fingerprint = fp
+        change = changes.observe(
+            store.db, "e", changes.identity_of(SMOL, [r]), True, NOW + timedelta(minutes=i)
+        )
+    assert change is not None and change.kind == "fingerprint"
+    assert change.detail == "system_fingerprint: vllm-0.32.0-aaaa → vllm-0.32.0-bbbb"
+    store.close()

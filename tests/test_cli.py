@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import types
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +15,7 @@ import pynvml
 import pytest
 
 from tests.fakenvml import UUID, FakeNvml
+from tests.peers import LlamaServer
 from watchdog import cli
 from watchdog.reports import table
 from watchdog.result import Answer, CheckOutcome, ProbeResult
@@ -233,3 +237,40 @@ def test_the_starter_config_passes_check_with_every_section_uncommented(
     config.chmod(0o600)  # it names a secret now
     monkeypatch.setenv("SLACK_WEBHOOK_URL", "https://hooks.slack.test/T/B/x")
     assert cli.main(["check", "--config", str(config)]) == 0, capsys.readouterr().err
+
+
+def test_a_closed_pipe_ends_quietly(llama_server: LlamaServer, tmp_path: Path) -> None:
+    """`once --json | head -1`: the reader goes away before the output is written. Once a
+    BrokenPipeError traceback."""
+    golden = tmp_path / "two.yaml"
+    golden.write_text(
+        "name: two\nversion: 1\ndefaults: {max_tokens: 4, temperature: 0}\nprompts:\n"
+        + "".join(
+            f"  - id: p{i}\n    messages: [{{role: user, content: 'Say {w}.'}}]\n"
+            "    checks: [{min_length: 1}]\n"
+            for i, w in enumerate(("yes", "no"))
+        )
+    )
+    url = llama_server.url
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "watchdog.cli",
+            "once",
+            "--json",
+            "--url",
+            url,
+            "--golden-set",
+            str(golden),
+        ],
+        cwd=Path(__file__).parent.parent,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    with process.stderr:
+        err = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "BrokenPipe" not in err, err

@@ -62,6 +62,13 @@ KNOWN_METRICS: dict[str, frozenset[str]] = {
         "mlops_watchdog_server_generation_tokens_per_second": "endpoint",
         "mlops_watchdog_server_ttft_seconds": "endpoint",
         "mlops_watchdog_server_start_time_seconds": "endpoint",
+        "mlops_watchdog_server_request_successes_per_second": "endpoint",
+        "mlops_watchdog_server_request_failures_per_second": "endpoint",
+        "mlops_watchdog_server_mean_queue_seconds": "endpoint",
+        "mlops_watchdog_server_mean_compute_input_seconds": "endpoint",
+        "mlops_watchdog_server_mean_compute_infer_seconds": "endpoint",
+        "mlops_watchdog_server_mean_compute_output_seconds": "endpoint",
+        "mlops_watchdog_server_mean_request_seconds": "endpoint",
         "mlops_watchdog_drift_status": "endpoint golden_set signal",
         "mlops_watchdog_drift_score": "endpoint golden_set signal",
         "mlops_watchdog_gpu_telemetry_up": "",
@@ -115,6 +122,14 @@ NOT_FROM_LLAMA_CPP = {
     "mlops_watchdog_server_kv_cache_usage_ratio",
     "mlops_watchdog_server_ttft_seconds",
     "mlops_watchdog_server_start_time_seconds",
+    # Triton's counters, as rates and means.
+    "mlops_watchdog_server_request_successes_per_second",
+    "mlops_watchdog_server_request_failures_per_second",
+    "mlops_watchdog_server_mean_queue_seconds",
+    "mlops_watchdog_server_mean_compute_input_seconds",
+    "mlops_watchdog_server_mean_compute_infer_seconds",
+    "mlops_watchdog_server_mean_compute_output_seconds",
+    "mlops_watchdog_server_mean_request_seconds",
 }
 HISTOGRAMS = {
     "mlops_watchdog_gpu_sampling_seconds",

@@ -45,7 +45,7 @@ def config_text(changing: str, steady: str, system_prompt: str | None = None) ->
     extra = f", system_prompt: {json.dumps(system_prompt)}" if system_prompt else ""
     return f"""
 storage: {{path: w.db, csv_dir: reports, responses: full}}
-drift: {{window: {RUNS}, min_samples: 4}}
+drift: {{window: {RUNS}, min_samples: 5}}
 baseline: {{runs: 1000}}
 endpoints:
   - {{name: changing, api: openai-chat, base_url: "{changing}"}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import json
 import os
 import signal
@@ -89,6 +90,12 @@ def test_once_json_streams_checks_and_records(llama_server: LlamaServer, tmp_pat
     (fp,) = rows(tmp_path / "data" / "watchdog.db", "select * from fingerprints")
     components = json.loads(str(fp["components"]))
     assert components["model_ids"] and "build_info" in components
+    # Every part the fingerprint hashes, and nothing else: it can be recomputed from them.
+    hashed = hashlib.sha256(json.dumps(components, sort_keys=True).encode()).hexdigest()[:12]
+    assert hashed == fp["fingerprint"] and set(components) >= {
+        "golden_set_hash",
+        "system_fingerprint",
+    }
 
     report = cli("report", "--since", "1h", "--config", str(config))
     assert report.returncode == 0, report.stderr

@@ -105,6 +105,25 @@ GOLDEN: list[tuple[dict[str, Any], Answer | str, Answer | str, str]] = [
         "I do not know Alice.",
         "no JSON in 'I do not know Alice.'",
     ),
+    (  # seen from SmolLM2 on vLLM: once reported as "no JSON in …"
+        {"json_schema": PERSON},
+        '{"name": "Alice", "age": 30}',
+        '{"name": "Alice", "age": 30}\n```',
+        "a JSON object followed by '```', not on its own or in a fenced block",
+    ),
+    (
+        {"json_schema": PERSON},
+        '{"name": "Alice", "age": 30}',
+        'Here it is: {"name": "Alice", "age": 30} Hope that helps!',
+        "a JSON object after 'Here it is:' and followed by 'Hope that helps!', not on its own or "
+        "in a fenced block",
+    ),
+    (
+        {"json_schema": PERSON},
+        '{"name": "Alice", "age": 30}',
+        '{"name": "Alice", "age": 30',
+        """broken JSON (Expecting ',' delimiter at character 27) in '{"name": "Alice", "age": 30'""",
+    ),
     ({"min_length": 3}, "Paris", " ok \n", "expected at least 3 characters, got 2"),
     (
         {"max_length": 10},

@@ -19,6 +19,7 @@ from watchdog.config.load import Config, load_config
 from watchdog.daemon import Daemon
 from watchdog.gpu.nvml import Nvml
 from watchdog.reports.table import gpus as gpu_table
+from watchdog.result import Answer, ProbeResult
 from watchdog.store import Store
 
 GOLDEN = """
@@ -176,6 +177,31 @@ async def test_energy_per_token_of_a_probe_run(tmp_path: Path) -> None:
         assert rig.metric(
             "mlops_watchdog_probe_cost_per_1k_tokens", endpoint="vllm-a", currency="EUR"
         ) == pytest.approx(cost)
+    finally:
+        await rig.close()
+
+
+@pytest.mark.parametrize(("source", "counted"), [("events", False), ("tokenizer", True)])
+async def test_no_per_token_figure_rests_on_streamed_events(
+    tmp_path: Path, source: str, counted: bool
+) -> None:
+    # Triton streams a piece of text per event, not a token: 3 events here, however many tokens.
+    fake = FakeNvml([FakeGpu(UUID, samples("matmul_load"))])
+    rig = Rig(tmp_path, fake)
+    try:
+        await rig.samples(1)
+        watch = rig.daemon.gpu
+        meter = watch.meter("vllm-a", rig.clock.now().timestamp())
+        assert meter is not None
+        await rig.samples(2)  # the GPU works meanwhile
+        answer = Answer(text="Paris is it.", ttft_s=0.1, e2e_s=0.5, itl_s=[0.2, 0.2])
+        answer.output_tokens, answer.token_source = 3, source
+        result = ProbeResult("vllm-a", "p", "g", "h", rig.clock.now(), True, answer, [], "fp")
+        with rig.store.transaction():
+            measured = watch.finish(meter, [result], "run1", rig.clock.now().timestamp())
+        assert measured.energy is not None and measured.energy.joules > 0
+        assert (measured.energy.joules_per_token is not None) == counted
+        assert (measured.window.tokens_per_s is not None) == counted  # the idle check's speed
     finally:
         await rig.close()
 

@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from watchdog.config.load import Config, load_config
 from watchdog.endpoint import Endpoint
-from watchdog.result import Answer, CheckOutcome, ProbeResult
+from watchdog.result import Answer, CheckOutcome, ProbeResult, ServerLoad
 from watchdog.web.metrics import ProbeCollector, ProbeMetrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -176,3 +176,27 @@ def test_exposition_is_promtool_clean(tmp_path: Path) -> None:
         [promtool, "check", "metrics"], input=text, capture_output=True, timeout=30
     )
     assert done.returncode == 0 and done.stdout == b"" and done.stderr == b"", done
+
+
+def test_engine_values_are_left_out_once_past_their_time(tmp_path: Path) -> None:
+    """A frozen engine hangs the runs: what its /metrics said before must not stand on
+    /metrics as if read just now (it once did, with 0 requests waiting while the model hung)."""
+    metrics = ProbeMetrics(*watched(config(tmp_path)))
+    now = {"t": 1000.0}
+    r = CollectorRegistry()
+    r.register(ProbeCollector(metrics, now=lambda: now["t"]))
+    load = ServerLoad({"requests_waiting": 0.0})
+    metrics.observe_serving("llama", [], load, None, at=1000.0, current_for=60.0)
+
+    def read() -> tuple[float | None, float | None]:
+        return (
+            r.get_sample_value("mlops_watchdog_server_requests_waiting", {"endpoint": "llama"}),
+            r.get_sample_value("mlops_watchdog_server_metrics_up", {"endpoint": "llama"}),
+        )
+
+    now["t"] = 1059.0
+    assert read() == (0.0, 1.0)
+    now["t"] = 1061.0  # the next run hangs: no read since
+    assert read() == (None, 0.0)
+    metrics.observe_serving("llama", [], load, None, at=1061.0, current_for=60.0)
+    assert read() == (0.0, 1.0)

@@ -127,7 +127,9 @@ async def test_stream_times_each_delta(server: TritonServer) -> None:
     assert answer.error_class is None, answer.error_detail
     assert answer.text == " Paris is the capital."
     assert answer.finish_reason is None and answer.model == "ensemble"
-    assert (answer.output_tokens, answer.token_source) == (3, "estimate")
+    # Three events, not tokens: Triton sends no count, and no per-token figure rests on them.
+    assert (answer.output_tokens, answer.token_source) == (3, "events")
+    assert answer.tokens is None and answer.tpot_s is None and answer.tokens_per_s is None
     assert answer.status_code == 200 and answer.ttfb_s is not None
     assert answer.ttft_s is not None and answer.e2e_s is not None
     assert len(answer.itl_s) == 2 and all(gap > 0 for gap in answer.itl_s)
@@ -234,3 +236,16 @@ async def test_identify_is_best_effort(server: TritonServer) -> None:
         assert await triton.identify(client, endpoint(server.url)) == {"api": "triton"}  # 404s
         unreachable = endpoint(f"http://127.0.0.1:{free_port()}")
         assert await triton.identify(client, unreachable) == {"api": "triton"}
+
+
+def test_a_model_name_is_escaped_in_the_ready_route() -> None:
+    ep = Endpoint(name="e", api="triton", base_url="http://t", model="team/llm 1", timeout_s=5)
+    assert triton.API.readiness_path(ep) == "/v2/models/team%2Fllm%201/ready"
+    own = ep.model_copy(update={"ready_path": "/v2/health/ready"})
+    assert triton.API.readiness_path(own) == "/v2/health/ready"  # an endpoint's own route stays
+
+
+def test_one_piece_of_several_tokens_has_no_tpot() -> None:
+    # A tokenizer counted 2 tokens in Triton's only event: no time between them was seen.
+    answer = Answer(text="Hello.", ttft_s=0.3, e2e_s=0.3, output_tokens=2, token_source="tokenizer")
+    assert answer.tpot_s is None and answer.tokens_per_s == 2 / 0.3

@@ -23,6 +23,7 @@ def result(
     ttft_s: float | None = None,
     e2e_s: float | None = None,
     tokens_per_s: float | None = None,
+    token_source: str | None = "usage",
 ) -> dict[str, Any]:
     """One row of the `results` table, with the columns `health` reads."""
     return {
@@ -34,6 +35,7 @@ def result(
         "ttft_s": ttft_s,
         "e2e_s": e2e_s,
         "tokens_per_s": tokens_per_s,
+        "token_source": token_source if error_class in (None, "check_failed") else None,
         "started_at": started_at,
         "started_ts": 0.0,
     }
@@ -81,6 +83,7 @@ def test_health_aggregates_per_endpoint_and_prompt(results: pd.DataFrame) -> Non
     assert row["top_error_class"] == "timeout"  # 2 timeouts beat 1 check_failed
     assert (row["first_run"], row["last_run"]) == ("2026-01-01T00:00:00Z", "2026-01-01T00:04:00Z")
 
+    assert row["token_source"] == "usage"  # how its answers' tokens were counted
     single = rows(report)[("vllm-a", "arithmetic")]
     assert (single["runs"], single["pass_rate"], single["format_accuracy"]) == (1, 1.0, 1.0)
     assert single["ttft_p50_s"] == single["ttft_p95_s"] == pytest.approx(0.05)
@@ -164,3 +167,15 @@ def test_write_csv_leaves_negative_numbers_alone(tmp_path: Path) -> None:
     write_csv(pd.DataFrame({"name": ["-x", "ok"], "delta": [-0.25, 1.0]}), out)
     with out.open(newline="", encoding="utf-8") as f:
         assert list(csv.reader(f)) == [["name", "delta"], ["'-x", "-0.25"], ["ok", "1"]]
+
+
+def test_health_says_how_tokens_were_counted(results: pd.DataFrame) -> None:
+    # Triton's stream without a tokenizer: events, which carry no tokens/s.
+    triton = [
+        result("triton", "capital", "2026-01-01T00:00:00Z", None, 0.1, 1.0, None, "events"),
+        result("triton", "capital", "2026-01-01T00:01:00Z", None, 0.1, 1.0, 20.0, "tokenizer"),
+    ]
+    report = rows(health(pd.concat([results, pd.DataFrame(triton)])))
+    assert report[("triton", "capital")]["token_source"] == "events+tokenizer"
+    assert report[("triton", "capital")]["tokens_per_s_p50"] == 20.0
+    assert report[(EVIL, "capital")]["token_source"] == ""  # nothing answered

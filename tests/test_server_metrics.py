@@ -102,7 +102,7 @@ def test_triton_pending_requests_are_summed_over_models() -> None:
     load = parse(fixture("triton.txt"))
     assert load.values == {"requests_waiting": 6.0}
     assert load.totals['nv_inference_request_success{model="tensorrt_llm",version="1"}'] == 310.0
-    assert len(load.totals) == 4
+    assert len(load.totals) == 12  # success, failure and queue time of 4 models
 
 
 def test_llamacpp_recorded_output() -> None:
@@ -439,3 +439,75 @@ async def test_real_llama_server(llama_server: LlamaServer) -> None:
     assert first.totals["llamacpp:tokens_predicted_total"] > 0
     assert first.start_marker is not None and first.start_marker == second.start_marker
     assert second.restarted_since(first) is None
+
+
+def test_vllm_v1_generation_speed_is_the_rate_of_its_counter() -> None:
+    """vLLM V1 dropped V0's `vllm:avg_generation_throughput_toks_per_s`: the speed is the growth
+    of `vllm:generation_tokens_total` (both engines) between two reads, per second."""
+    first = parse(fixture("vllm.txt"))
+    assert "generation_tokens_per_second" not in first.values
+    grown = {
+        key: value + (30 if key.startswith("vllm:generation_tokens_total{") else 0)
+        for key, value in first.totals.items()
+    }
+    second = replace(first, totals=grown)
+    load = server_metrics.with_rates(second, first, 4.0)
+    assert load.values["generation_tokens_per_second"] == (30 + 30) / 4.0
+    assert load.sources["generation_tokens_per_second"] == "rate of vllm:generation_tokens_total"
+    assert load.values.items() > second.values.items()  # the gauges stay as read
+    assert server_metrics.with_rates(first, None, 4.0) == first  # one read is no rate
+    assert "generation_tokens_per_second" not in server_metrics.with_rates(first, second, 4).values
+    assert server_metrics.with_rates(second, first, 0.0) == second  # no time, no rate
+
+
+def test_an_engine_that_reports_its_speed_keeps_it() -> None:
+    old = parse(fixture("llamacpp.txt"))
+    later = replace(old, totals={k: v + 100 for k, v in old.totals.items()})
+    assert server_metrics.with_rates(later, old, 1.0).values == later.values
+
+
+def test_triton_counters_become_rates_and_means_of_the_endpoints_model() -> None:
+    # Triton's only gauge, its pending count, stayed 0 while a model hung: the counters between
+    # two reads say how many requests it finished and how long they took.
+    first = parse(fixture("triton.txt"))
+    ensemble, post = '{model="ensemble",version="1"}', '{model="postprocessing",version="1"}'
+    later = dict(first.totals)
+    later["nv_inference_request_success" + ensemble] += 5
+    later["nv_inference_request_failure" + ensemble] += 1
+    later["nv_inference_queue_duration_us" + ensemble] += 2_500_000
+    later["nv_inference_request_success" + post] += 1000  # a step of the ensemble, per token
+    second = replace(first, totals=later)
+    load = server_metrics.with_rates(second, first, 10.0, "ensemble")
+    assert load.values["request_successes_per_second"] == 0.5
+    assert load.values["request_failures_per_second"] == 0.1
+    assert load.values["mean_queue_seconds"] == 0.5  # 2.5 s over 5 requests that succeeded
+    assert load.sources["mean_queue_seconds"] == (
+        "nv_inference_queue_duration_us per nv_inference_request_success"
+    )
+    # No such counters in the fixture, and no request finished: no mean rather than 0.
+    assert "mean_compute_infer_seconds" not in load.values
+    idle = server_metrics.with_rates(first, first, 10.0, "ensemble")
+    assert idle.values["request_successes_per_second"] == 0.0
+    assert "mean_queue_seconds" not in idle.values
+    # A restart (the counters went down) gives neither.
+    restarted = server_metrics.with_rates(first, second, 10.0, "ensemble")
+    assert restarted.values == first.values
+
+
+def test_recorded_triton_counters() -> None:
+    # Recorded from tritonserver 2.51 (PyTriton 0.7) serving a decoupled model, two reads apart.
+    before, after = parse(fixture("triton-pytriton.txt")), parse(fixture("triton-pytriton-2.txt"))
+    load = server_metrics.with_rates(after, before, 2.0, "smollm2")
+    assert load.values["request_successes_per_second"] == 0.5
+    assert load.values["request_failures_per_second"] == 0.0
+    assert load.values["mean_queue_seconds"] == pytest.approx(30e-6)
+    assert load.values["mean_compute_input_seconds"] == pytest.approx(50e-6)
+    assert load.values["mean_compute_output_seconds"] == pytest.approx(2e-6)
+    # 1.4 ms for an answer streamed over 0.6 s: a decoupled model's execute() returns once it
+    # has taken the request, and Triton times that, not the responses.
+    assert load.values["mean_compute_infer_seconds"] == pytest.approx(1270e-6)
+    assert load.values["mean_request_seconds"] == pytest.approx(1360e-6)
+    assert not server_metrics.with_rates(after, before, 2.0, "other-model").values.keys() & {
+        "request_successes_per_second",
+        "mean_queue_seconds",
+    }

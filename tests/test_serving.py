@@ -64,7 +64,9 @@ class Server:
         if path == "/health":
             return body({"status": "ok"})
         if path == "/v1/models":
-            return body({"data": [{"id": "smol"}]})
+            return body({"data": [{"id": "smol", "owned_by": "llamacpp"}]})
+        if path == "/props":  # llama.cpp's build and model, for the identity
+            return body({"build_info": "b1", "model_path": "/m/smol.gguf"})
         if path == "/v1/chat/completions":
             return body(self.answer)
         return body({"error": "not found"}, 404)
@@ -129,7 +131,8 @@ async def test_a_hung_health_route_is_a_timeout_not_a_hang(tmp_path: Path) -> No
         ("openai-completions", ["/health", "/v1/models"]),
         ("tgi", ["/health", "/info"]),
         ("ollama", ["/api/version", "/api/tags"]),
-        ("triton", ["/v2/health/live", "/v2/health/ready"]),
+        # The model's own readiness: /v2/health/ready says 200 while the model still loads.
+        ("triton", ["/v2/health/live", "/v2/models/m/ready"]),
     ],
 )
 def test_each_api_has_its_own_health_and_ready_routes(
@@ -333,11 +336,13 @@ def test_the_first_answer_after_a_change_or_a_restart_is_cold(tmp_path: Path) ->
 
 
 async def test_triton_not_ready_is_a_failed_readiness_tier(tmp_path: Path) -> None:
-    """Triton answers /v2/health/ready with 400 while a model is not ready (its documented
-    behaviour); liveness stays 200."""
+    """Triton answers /v2/models/NAME/ready with 400 while that model is not ready, or not there
+    (tests/test_engine_triton.py sees it on a real one); liveness stays 200, and so does the
+    server's /v2/health/ready, which is therefore not asked."""
     server = Server()
     server.routes["/v2/health/live"] = body({})
-    server.routes["/v2/health/ready"] = body({"error": "not ready"}, 400)
+    server.routes["/v2/health/ready"] = body({})
+    server.routes["/v2/models/ensemble/ready"] = body({"error": "not ready"}, 400)
     cfg = load_config(write_config(tmp_path, model="ensemble"))
     endpoint = cfg.endpoints["e"].model_copy(update={"api": "triton"})
     async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
@@ -346,7 +351,7 @@ async def test_triton_not_ready_is_a_failed_readiness_tier(tmp_path: Path) -> No
         ("liveness", True, 200, None),
         ("readiness", False, 400, "http_status"),
     ]
-    assert tiers[1].detail.startswith("GET /v2/health/ready: http_status: HTTP 400")
+    assert tiers[1].detail.startswith("GET /v2/models/ensemble/ready: http_status: HTTP 400")
 
 
 async def test_the_models_route_is_read_once_per_run(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlite_utils import Database
 
 from watchdog.result import Answer, CheckOutcome, ProbeResult
 from watchdog.store import Store, StoreError
@@ -65,7 +66,12 @@ def test_record_run_stores_every_field(tmp_path: Path) -> None:
     ]
     assert json.loads(rows["a"]["server_timings"]) == {"predicted_ms": 40.0}
     (fp,) = store.db["fingerprints"].rows
-    assert fp["fingerprint"] == "abc" and json.loads(fp["components"]) == {"model_ids": ["m"]}
+    assert fp["fingerprint"] == "abc"
+    assert json.loads(fp["components"]) == {
+        "model_ids": ["m"],
+        "system_fingerprint": None,
+        "golden_set_hash": "h",
+    }
     frame = store.results_since(0)
     assert list(frame["prompt_id"]) == ["a", "b"]
     store.close()
@@ -123,3 +129,63 @@ def test_drift_reads_walk_indexes_not_the_history(tmp_path: Path) -> None:
     for sql in reads:
         plan = " / ".join(row[3] for row in store.db.conn.execute("explain query plan " + sql))
         assert "SCAN results" not in plan, (sql, plan)
+
+
+def test_triton_events_stored_as_estimates_are_relabelled(tmp_path: Path) -> None:
+    # Before migration 8, Triton's streamed events were stored as an `estimate` of tokens with
+    # a tokens/s worked out from them.
+    path = tmp_path / "w.db"
+    db = Database(path)
+    for step in MIGRATIONS[:7]:
+        step(db)
+    db.execute("PRAGMA user_version = 7")
+    identity = {"triton": {"api": "triton"}, "vllm": {"api": "openai-chat"}}
+    for endpoint, ident in identity.items():
+        db["identities"].insert({"endpoint": endpoint, "identity": json.dumps(ident)})
+    rows = [  # endpoint, stream, tokens, source, tokens/s, started
+        ("triton", 1, 10, "estimate", 20.0, 3600.0),
+        ("triton", 1, 12, "usage", 30.0, 3601.0),  # counted: stays
+        ("triton", 0, 8, "estimate", 16.0, 3602.0),  # a length estimate: stays
+        ("vllm", 1, 9, "estimate", 18.0, 3600.0),  # another API's estimate: stays
+    ]
+    for i, (endpoint, stream, tokens, source, speed, ts) in enumerate(rows):
+        db["results"].insert(
+            {
+                "id": i,
+                "endpoint": endpoint,
+                "golden_set": "g",
+                "prompt_id": "p",
+                "started_ts": ts,
+                "stream": stream,
+                "output_tokens": tokens,
+                "token_source": source,
+                "tokens_per_s": speed,
+                "tpot_s": 1 / speed,
+            }
+        )
+    for endpoint in identity:
+        db["rollups"].insert(
+            {"endpoint": endpoint, "golden_set": "g", "prompt_id": "p", "hour_ts": 3600}
+            | {"tokens_per_s_mean": 99.0, "output_tokens": 99}
+        )
+    db.close()
+
+    store = Store.open(path)
+    got = [
+        tuple(r)
+        for r in store.db.execute(
+            "select token_source, tokens_per_s, tpot_s from results order by id"
+        ).fetchall()
+    ]
+    assert got == [
+        ("events", None, None),
+        ("usage", 30.0, 1 / 30),
+        ("estimate", 16.0, 1 / 16),
+        ("estimate", 18.0, 1 / 18),
+    ]
+    rollups = {
+        r["endpoint"]: (r["tokens_per_s_mean"], r["output_tokens"])
+        for r in store.db.query("select * from rollups")
+    }
+    assert rollups == {"triton": (23.0, 20), "vllm": (99.0, 99)}  # the events' hour, recomputed
+    store.close()

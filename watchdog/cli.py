@@ -119,7 +119,15 @@ def _adhoc(args: argparse.Namespace) -> Config:
             raise Exit(f"--api-key-env: environment variable {args.api_key_env} is not set")
         headers["Authorization"] = f"Bearer {key}"
     try:
-        return adhoc_config(args.url, args.api, args.model, args.golden_set, headers)
+        return adhoc_config(
+            args.url,
+            args.api,
+            args.model,
+            args.golden_set,
+            headers,
+            metrics_url=args.metrics_url,
+            tokenizer=args.tokenizer,
+        )
     except InvalidFile as exc:
         raise Exit("; ".join(f"{p.file}: {p.message}" for p in exc.problems)) from None
 
@@ -563,6 +571,16 @@ def parser() -> argparse.ArgumentParser:
         metavar="VAR",
         help="with --url: send 'Bearer $VAR' (the key never goes on the command line)",
     )
+    s.add_argument(
+        "--metrics-url",
+        metavar="URL",
+        help="with --url: read the engine's Prometheus metrics here (Triton: port 8002's /metrics)",
+    )
+    s.add_argument(
+        "--tokenizer",
+        metavar="FILE",
+        help="with --url: count answer tokens with this tokenizer.json when the server sends none",
+    )
     s.set_defaults(func=cmd_once)
     s = sub.add_parser("check", parents=[common], help="validate the config and golden sets")
     s.set_defaults(func=cmd_check)
@@ -649,12 +667,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         ensure_ours()
-        return int(args.func(args))
+        code = int(args.func(args))
+        sys.stdout.flush()  # here, where a closed pipe can still end quietly
+        return code
     except Exit as exc:
         print(f"mlops-watchdog: {exc}", file=sys.stderr)
         return exc.code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (`once --json | head -1`): what was recorded stays recorded.
+        # Standard output now leads nowhere, so Python's own flush at exit fails no more.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.reports.daily import write_daily
 from watchdog.reports.health import health, write_csv
 from watchdog.result import Run
-from watchdog.runner import Runner
+from watchdog.runner import LOOK_EVERY_S, Runner
 from watchdog.runtime.clock import Clock, from_rfc3339
 from watchdog.runtime.scheduler import Scheduler
 from watchdog.runtime.systemd import Notify
@@ -46,6 +46,13 @@ HEARTBEAT_TIMEOUT_S = 10.0
 DRIFT_EVERY_S = 60.0
 STAGGER_S = 0.01
 REPORT_WINDOW = timedelta(hours=24)
+
+
+def engine_values_current_for(probe: Probe) -> float:
+    """How long an engine's metrics read for this probe count as current: twice the time
+    between its reads (at least a minute), so that a run that hangs on a frozen engine does not
+    leave the values read before it standing as if they were read just now."""
+    return 2 * max(probe.interval_s, LOOK_EVERY_S)
 
 
 def summary(probe: Probe, run: Run) -> str:
@@ -111,7 +118,11 @@ class Daemon:
         self.metrics.db_bytes = retention.size_bytes(store.db)
         self.recorder = Recorder.of(store, config.endpoints)
         self.gpu = GpuWatch(config.gpu, config.endpoints, nvml, store)
-        self.registry.register(ProbeCollector(self.metrics, lambda: self.drift.signals))
+        self.registry.register(
+            ProbeCollector(
+                self.metrics, lambda: self.drift.signals, lambda: self.clock.now().timestamp()
+            )
+        )
         self.registry.register(GpuCollector(self.gpu))
         self.registry.register(
             AlertingCollector(
@@ -182,7 +193,14 @@ class Daemon:
             if queued:
                 self._page_soon()
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
-        self.metrics.observe_serving(probe.endpoint, run.tiers, run.load, run.load_error)
+        self.metrics.observe_serving(
+            probe.endpoint,
+            run.tiers,
+            run.load,
+            run.load_error,
+            self.clock.now().timestamp(),
+            engine_values_current_for(probe),
+        )
         self._log_load(probe.endpoint, run)
         if log.isEnabledFor(logging.INFO):  # not worth building at 100 probes/s when unread
             log.info("%s", summary(probe, run))

@@ -111,7 +111,8 @@ class Endpoint(Strict):
     ready_path: str | None = None
     """The readiness route checked before each run, as `health_path` is; by default the API's own
     (`/v1/models` for the OpenAI APIs, `/info` for TGI, `/api/tags` for Ollama,
-    `/v2/health/ready` for Triton, none for `http`). `null` turns it off."""
+    `/v2/models/MODEL/ready` for Triton: its `/v2/health/ready` says ready while the model is still
+    loading, or is not there at all; none for `http`). `null` turns it off."""
     server_metrics: bool | None = None
     """Read the engine's own Prometheus metrics at each run (as `health_path` is) and re-export
     its queue, running requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default
@@ -119,6 +120,13 @@ class Endpoint(Strict):
     metrics_url: str | None = None
     """Where the engine's metrics are read; by default `base_url` + `/metrics`. Triton serves
     them on port 8002: give it here."""
+    tokenizer: str | None = None
+    """The served model's tokenizer, a Hugging Face `tokenizer.json` (relative to the config
+    file), to count the tokens of answers whose server sends no count: Triton, TGI without
+    `details`, `api: http`. Without it those counts are estimates (about four characters a token)
+    or, for Triton's stream, events (one per piece of text), on which no per-token figure rests
+    (tokens/s, TPOT, energy per token). Needs the `tokenizers` package
+    (`pip install 'mlops-watchdog[tokenizer]'`)."""
     warmup: bool = False
     """Send one untimed request before each run's timed ones, so a model that was unloaded (Ollama
     after 5 idle minutes) is not timed loading."""

@@ -24,7 +24,11 @@ ErrorClass = Literal[
     "check_failed",
 ]
 ERROR_CLASSES: tuple[str, ...] = ErrorClass.__args__  # type: ignore[attr-defined]
-TokenSource = Literal["usage", "server_timings", "estimate"]
+# Where an answer's `output_tokens` came from: the engine's own count (`usage`, llama.cpp's
+# `server_timings`), the model's tokenizer run over the answer's text (`tokenizer`), about four
+# characters a token (`estimate`), or streamed events, which are not tokens (`events`: Triton
+# sends one per piece of text, often a word): no per-token figure rests on those.
+TokenSource = Literal["usage", "server_timings", "tokenizer", "estimate", "events"]
 Status = Literal["ok", "drift", "inconclusive"]  # of a drift signal
 # llama-server has no process_start_time_seconds but sends this header with /metrics. Despite
 # its name it is ggml_time_us() at startup, a monotonic clock (microseconds since boot on
@@ -84,10 +88,18 @@ class Answer:
         return not self.text.strip() and bool(self.reasoning.strip()) and not self.tool_calls
 
     @property
+    def tokens(self) -> int | None:
+        """`output_tokens` when they count tokens; None when they count streamed events."""
+        return None if self.token_source == "events" else self.output_tokens
+
+    @property
     def tpot_s(self) -> float | None:
-        """Time per output token after the first: (e2e − TTFT) / (n − 1)."""
-        n = self.output_tokens
+        """Time per output token after the first: (e2e − TTFT) / (n − 1). None when all the
+        text came at once (one streamed piece of several tokens): its pace could not be seen."""
+        n = self.tokens
         if self.ttft_s is None or self.e2e_s is None or not n or n < 2:
+            return None
+        if self.e2e_s <= self.ttft_s:
             return None
         return (self.e2e_s - self.ttft_s) / (n - 1)
 
@@ -96,9 +108,21 @@ class Answer:
         """Decode speed: 1/TPOT when streamed, else output tokens over e2e."""
         if self.tpot_s:
             return 1.0 / self.tpot_s
-        if self.output_tokens and self.e2e_s:
-            return self.output_tokens / self.e2e_s
+        if self.tokens and self.e2e_s:
+            return self.tokens / self.e2e_s
         return None
+
+
+def fingerprint_parts(
+    identity: dict[str, Any], system_fingerprint: str | None, golden_set_hash: str
+) -> dict[str, Any]:
+    """Everything an answer's fingerprint hashes: what answered, and what it was asked. Stored
+    whole as the fingerprint's components, so that a reader can tell which part changed."""
+    return {
+        **identity,
+        "system_fingerprint": system_fingerprint,
+        "golden_set_hash": golden_set_hash,
+    }
 
 
 @dataclass

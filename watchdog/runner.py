@@ -18,11 +18,20 @@ from watchdog.config.load import Config
 from watchdog.drift.compare import profile
 from watchdog.endpoint import Endpoint, Probe
 from watchdog.golden.sets import GoldenSet, Prompt
-from watchdog.probers import APIS, readiness
+from watchdog.probers import APIS, readiness, tokens
 from watchdog.probers.exchange import TRANSPORT_ERRORS, classify
+from watchdog.probers.identity import Seen
 from watchdog.probers.openai_common import headers
-from watchdog.probers.server_metrics import scrape
-from watchdog.result import Answer, CheckOutcome, ProbeResult, Run, ServerLoad, TierOutcome
+from watchdog.probers.server_metrics import scrape, with_rates
+from watchdog.result import (
+    Answer,
+    CheckOutcome,
+    ProbeResult,
+    Run,
+    ServerLoad,
+    TierOutcome,
+    fingerprint_parts,
+)
 from watchdog.runtime.clock import Clock
 
 # While an endpoint answers and its routes are well, its health and ready routes, engine metrics
@@ -49,7 +58,7 @@ class Look:
 
 def fingerprint(identity: dict[str, Any], system_fingerprint: str | None, golden_hash: str) -> str:
     """A short hash of what answered and what it was asked."""
-    parts = {**identity, "system_fingerprint": system_fingerprint, "golden_set_hash": golden_hash}
+    parts = fingerprint_parts(identity, system_fingerprint, golden_hash)
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -99,6 +108,8 @@ class Runner:
             name: asyncio.Semaphore(ep.concurrency) for name, ep in config.endpoints.items()
         }
         self.looks: dict[str, Look] = {}  # endpoint: its last look, while all was well
+        self.missing: dict[str, set[str]] = {}  # endpoint: the identity routes that 404'd
+        self.scraped: dict[str, tuple[float, ServerLoad]] = {}  # endpoint: its last metrics read
 
     async def run(self, probe: Probe) -> Run:
         endpoint = self.config.endpoints[probe.endpoint]
@@ -135,15 +146,21 @@ class Runner:
 
     async def _look(self, endpoint: Endpoint) -> Look:
         """Read the endpoint's health and ready routes, engine metrics and identity."""
-        at = self.clock.monotonic()
+        at, before = self.clock.monotonic(), self.looks.get(endpoint.name)
         tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
         load, load_error = await self._server_load(endpoint)
-        identity = await APIS[endpoint.api].identify(self.client, endpoint, bodies)
+        missing = self.missing.setdefault(endpoint.name, set())
+        identity = await APIS[endpoint.api].identify(self.client, endpoint, Seen(bodies, missing))
         if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
             identity["template_hash"] = short_hash(endpoint.system_prompt)
         seen = Look(at, tiers, identity, load, load_error)
         if seen.well:
             self.looks[endpoint.name] = seen
+        if not seen.well or (
+            before and before.identity.get("model_ids") != identity.get("model_ids")
+        ):
+            # Down, or serving other models: another server may answer, with other routes.
+            self.missing.pop(endpoint.name, None)
         return seen
 
     async def _server_load(self, endpoint: Endpoint) -> tuple[ServerLoad | None, str | None]:
@@ -154,13 +171,17 @@ class Runner:
         timeout = min(endpoint.timeout_s, readiness.TIER_TIMEOUT_S)
         try:
             sent = headers(endpoint, False)
-            return await scrape(self.client, url, sent, timeout, endpoint.max_body_bytes), None
+            load = await scrape(self.client, url, sent, timeout, endpoint.max_body_bytes)
         except TRANSPORT_ERRORS as exc:
             failure = classify(exc, got_headers=False, streaming=False)
             hint = " (set server_metrics: false if it has none)" if failure.status_code else ""
             return None, redact(
                 f"{failure.error_class}: {failure.detail}{hint}", self.config.secrets
             )
+        # Rates between this read and the last one (vLLM V1 reports no generation speed).
+        at, (before, last) = self.clock.monotonic(), self.scraped.get(endpoint.name, (0.0, None))
+        self.scraped[endpoint.name] = (at, load)
+        return with_rates(load, last, at - before, endpoint.model), None
 
     @staticmethod
     def _prompt(endpoint: Endpoint, golden: GoldenSet, index: int, canary: str) -> Prompt:
@@ -175,6 +196,8 @@ class Runner:
             answer = await APIS[endpoint.api].probe(
                 self.client, endpoint, model, prompt, stream, self.clock
             )
+        # Out of the timed section: counting is ours, not the server's.
+        tokens.recount(answer, self.config.tokenizers.get(endpoint.name))
         return started, answer
 
     async def _ask(

@@ -77,6 +77,7 @@ KINDS: dict[str, Kind] = {
     "gpu_missing": Kind("GPU missing", "critical", source="gpu", alertname="GpuMissing"),
 }
 PROBE_KINDS = [name for name, kind in KINDS.items() if kind.source == "probe"]
+REFUSED_CREDENTIALS = frozenset({401, 403})  # HTTP statuses of a missing or wrong API key
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,10 @@ def _not_serving(tiers: list[TierOutcome]) -> Observation | None:
         return None
     if completion.ok:
         return Observation(False, f"{healthy.detail}; {completion.detail}")
+    if completion.status_code in REFUSED_CREDENTIALS:
+        # An engine that refuses our key is serving, not hung: vLLM with --api-key leaves
+        # /health open and answers 401 on /v1. `http_error` pages with the status.
+        return None
     return Observation(
         True,
         f"{healthy.detail}, but {completion.detail}",

@@ -28,6 +28,8 @@ from watchdog.parsing.permissions import permission_problems
 from watchdog.parsing.validate import Strict, parse
 from watchdog.parsing.yamlfile import Document, InvalidFile, Problem, load
 from watchdog.probers import APIS
+from watchdog.probers.tokens import TokenCounter, TokenizerError
+from watchdog.probers.tokens import load as load_tokenizer
 from watchdog.store.settings import Retention, Storage
 from watchdog.web.settings import WebConfig, load_web_config
 
@@ -116,6 +118,8 @@ class Config:
     web_config_file: str | None = None
     web_config: WebConfig | None = None  # web_config_file, read and checked
     node: str = field(default_factory=socket.gethostname)
+    # Each endpoint's `tokenizer`, read, by endpoint name.
+    tokenizers: dict[str, TokenCounter] = field(default_factory=dict, repr=False)
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -237,6 +241,8 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
                 items.extend((doc, name, i, item) for i, item in enumerate(value))
 
     endpoints: dict[str, Endpoint] = {}
+    tokenizers: dict[str, TokenCounter] = {}
+    by_file: dict[Path, TokenCounter] = {}  # endpoints of one model share its tokenizer
     probes: list[Probe] = []
     for doc, section, i, raw in items:
         if section == "endpoints":
@@ -247,6 +253,9 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
                 )
             elif ep:
                 endpoints[ep.name] = ep
+                if ep.tokenizer:
+                    key = (section, i, "tokenizer")
+                    _read_tokenizer(doc, key, path.parent, ep, tokenizers, by_file)
     golden_sets: dict[str, GoldenSet] = {}
     problems: list[Problem] = []
     for doc, section, i, raw in items:
@@ -319,7 +328,31 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         top.web_config_file,
         web_config,
         top.node or socket.gethostname(),
+        tokenizers,
     )
+
+
+def _read_tokenizer(
+    doc: Document,
+    key: tuple[str | int, ...],
+    base: Path,
+    endpoint: Endpoint,
+    tokenizers: dict[str, TokenCounter],
+    by_file: dict[Path, TokenCounter],
+) -> None:
+    """Read an endpoint's `tokenizer` (relative to `base`) into `tokenizers`, or say why not."""
+    assert endpoint.tokenizer is not None
+    file = (base / os.path.expanduser(endpoint.tokenizer)).resolve()
+    if file not in by_file:
+        if not file.is_file():
+            doc.problems.append(doc.problem(key, f"no such file: {endpoint.tokenizer}"))
+            return
+        try:
+            by_file[file] = load_tokenizer(file)
+        except TokenizerError as exc:
+            doc.problems.append(doc.problem(key, str(exc)))
+            return
+    tokenizers[endpoint.name] = by_file[file]
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:
@@ -327,14 +360,28 @@ def _dedupe(problems: list[Problem]) -> list[Problem]:
 
 
 def adhoc_config(
-    url: str, api: str, model: str | None, golden_set: str, headers: dict[str, str]
+    url: str,
+    api: str,
+    model: str | None,
+    golden_set: str,
+    headers: dict[str, str],
+    metrics_url: str | None = None,
+    tokenizer: str | None = None,
 ) -> Config:
     """A one-endpoint config from the command line, for `once --url`; nothing is stored."""
     path = Path.cwd() / "(command line)"
     doc = Document("--url", {})
     host = re.sub(r"[^A-Za-z0-9_.-]+", "-", url.split("://")[-1].split("/")[0]).strip("-.")
     fields = {"name": host[:64] or "adhoc", "api": api, "base_url": url, "model": model}
+    # Only what was given: an endpoint tells a key set to null from one left out.
+    given = {"metrics_url": metrics_url, "tokenizer": tokenizer}
+    fields |= {key: value for key, value in given.items() if value is not None}
     endpoint = parse(doc, Endpoint, {**fields, "headers": headers}, (), KNOWN_APIS)
+    tokenizers: dict[str, TokenCounter] = {}
+    if endpoint is not None and endpoint.tokenizer:
+        said = Document("--tokenizer", {})
+        _read_tokenizer(said, (), Path.cwd(), endpoint, tokenizers, {})
+        doc.problems.extend(said.problems)
     golden_path = find_golden_set(Path.cwd(), golden_set)
     if not golden_path.exists():
         doc.problems.append(Problem("--golden-set", 0, "", f"no such file: {golden_set}"))
@@ -349,4 +396,5 @@ def adhoc_config(
         probes=[probe],
         golden_sets={golden_set: load_golden_set(golden_path)},
         secrets={v for v in headers.values() if v},
+        tokenizers=tokenizers,
     )

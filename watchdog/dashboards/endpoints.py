@@ -133,7 +133,7 @@ def serving() -> list[Panel]:
 
 
 def engine() -> list[Panel]:
-    """What only some engines say about themselves (vLLM, SGLang): empty for llama.cpp."""
+    """What only some engines say about themselves (vLLM, SGLang, Triton): empty for llama.cpp."""
     return [
         graph(
             "Engine KV-cache usage",
@@ -152,6 +152,42 @@ def engine() -> list[Panel]:
             "s",
             (f"time() - {ep('mlops_watchdog_server_start_time_seconds')}", "{{node}}/{{endpoint}}"),
             description="Since the engine's process started; a restart resets it.",
+        ),
+        graph(
+            "Engine requests",
+            "reqps",
+            (ep("mlops_watchdog_server_request_successes_per_second"), "{{node}}/{{endpoint}} ok"),
+            (
+                ep("mlops_watchdog_server_request_failures_per_second"),
+                "{{node}}/{{endpoint}} failed",
+            ),
+            description=(
+                "Requests the engine finished and failed per second between two reads of its "
+                "counters (Triton). A streaming Triton model counts a request once it has taken "
+                "it: only the probes' answers show it hung."
+            ),
+        ),
+        graph(
+            "Engine time per request",
+            "s",
+            (ep("mlops_watchdog_server_mean_queue_seconds"), "{{node}}/{{endpoint}} queue"),
+            (
+                ep("mlops_watchdog_server_mean_compute_input_seconds"),
+                "{{node}}/{{endpoint}} input",
+            ),
+            (
+                ep("mlops_watchdog_server_mean_compute_infer_seconds"),
+                "{{node}}/{{endpoint}} compute",
+            ),
+            (
+                ep("mlops_watchdog_server_mean_compute_output_seconds"),
+                "{{node}}/{{endpoint}} output",
+            ),
+            (ep("mlops_watchdog_server_mean_request_seconds"), "{{node}}/{{endpoint}} in all"),
+            description=(
+                "Triton's mean queue and compute times of the requests it finished between two "
+                "reads. A long queue with a short compute: busy, not slow."
+            ),
         ),
     ]
 

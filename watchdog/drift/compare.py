@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
-from watchdog.drift.stats import benjamini_hochberg, fisher_less, mann_whitney_u
+from watchdog.drift.stats import benjamini_hochberg, fisher_less, mann_whitney_u, smallest_p
 from watchdog.parsing.validate import Strict
 from watchdog.result import Signal, Status
 
@@ -37,11 +37,26 @@ class DriftSettings(Strict):
 
     window: int = Field(20, ge=3, le=10000)
     """Recent runs compared with the baseline. Larger: steadier verdicts, slower to notice."""
-    min_samples: int = Field(8, ge=3)
-    """Samples needed on each side per signal; fewer make the signal `inconclusive`."""
     alpha: float = Field(0.01, gt=0, lt=0.5)
     """The significance level of each test; the output signal uses it as the false discovery
     rate across prompts. Lower: fewer false alarms, more missed drifts."""
+    min_samples: int = Field(8, ge=3)
+    """Samples needed on each side per signal; fewer make the signal `inconclusive`. At least
+    enough for a difference to be significant at `alpha` (5 at 0.01, 4 at 0.05)."""
+
+    @field_validator("min_samples")
+    @classmethod
+    def _can_be_significant(cls, n: int, info: ValidationInfo) -> int:
+        alpha = info.data.get("alpha")
+        if alpha is not None and smallest_p(n) > alpha:
+            enough = next(k for k in range(n, 1000) if smallest_p(k) <= alpha)
+            raise ValueError(
+                f"{n} samples on each side can never show a drift at alpha {alpha:g} (the "
+                f"smallest p-value of a rank test on {n} against {n} is {smallest_p(n):.3g}), "
+                f"so a real change would read ok: use at least {enough}"
+            )
+        return n
+
     min_latency_change: float = Field(0.25, ge=0)
     """The smallest relative change of the p50 latency that counts as drift (0.25: 25 %); a
     baseline noisier than this raises the bar to its own noise."""

@@ -176,3 +176,10 @@ def mann_kendall(values: Sequence[float] | np.ndarray) -> MannKendall:
         return MannKendall(s, 0.0, 1.0)
     z = (s - np.sign(s)) / math.sqrt(variance)
     return MannKendall(s, float(z), normal_sf(float(z)))
+
+
+def smallest_p(n: int) -> float:
+    """The smallest p-value the drift tests can reach with n samples on each side: the
+    two-sided exact rank test with every recent value beyond every baseline one (the one-sided
+    tests and Fisher's reach half of it)."""
+    return 2 / math.comb(2 * n, n)

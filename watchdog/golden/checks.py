@@ -118,7 +118,23 @@ def _parse_json(text: str) -> tuple[Any, str]:
             return json.loads(block), "a fenced code block"
         except ValueError:
             continue
-    raise ValueError(f"no JSON in {_show(text)}")
+    raise ValueError(_found_instead(text))
+
+
+def _found_instead(text: str) -> str:
+    """What an answer that is not JSON, nor holds it in a fenced block, holds instead: JSON with
+    text around it, broken JSON (where it breaks), or none."""
+    start = next((i for i, c in enumerate(text) if c in "{["), None)
+    if start is None:
+        return f"no JSON in {_show(text)}"
+    try:
+        value, end = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError as exc:
+        return f"broken JSON ({exc.msg} at character {exc.pos}) in {_show(text)}"
+    kind = "object" if isinstance(value, dict) else "array"
+    around = [f"after {_show(text[:start])}"] if text[:start].strip() else []
+    around += [f"followed by {_show(text[end:])}"] if text[end:].strip() else []
+    return f"a JSON {kind} {' and '.join(around)}, not on its own or in a fenced block"
 
 
 def is_json(arg: Any) -> Callable[[Answer], CheckOutcome]:

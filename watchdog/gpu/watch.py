@@ -326,7 +326,10 @@ class GpuWatch:
             gpu_utilization=utilisation,
         )
         end = self.nvml.energy_j(meter.uuids)
-        tokens = sum(r.answer.output_tokens or 0 for r in results)
+        # Tokens only: a run with an answer counted in streamed events (Triton without a
+        # tokenizer) has no energy per token.
+        uncounted = any(r.answer.output_tokens and r.answer.tokens is None for r in results)
+        tokens = 0 if uncounted else sum(r.answer.tokens or 0 for r in results)
         if meter.energy_j is None or end is None:
             return Measured(window, None)
         joules = max(end - meter.energy_j, 0.0)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -34,7 +35,9 @@ class Api:
     probe: ProbeFn
     identify: IdentifyFn
     health_path: str | None = None  # the liveness route, unless the endpoint names its own
-    ready_path: str | None = None  # the readiness route, likewise
+    # The readiness route, likewise. `{model}` stands for the endpoint's model, for an engine
+    # that says whether that very model is ready (a server can be up with it still loading).
+    ready_path: str | None = None
     serves_metrics: bool = False  # Prometheus text at base_url/metrics
     # What an endpoint of this API must set, as a config problem; None when it has all.
     needs: Callable[[Endpoint], str | None] = _needs_nothing
@@ -59,4 +62,6 @@ class Api:
         if key in endpoint.model_fields_set:  # given, or turned off with null
             value: str | None = getattr(endpoint, key)
             return value or None
+        if default and "{model}" in default:
+            return default.replace("{model}", quote(endpoint.model or "", safe=""))
         return default

@@ -390,20 +390,20 @@ def content_type(response: httpx.Response) -> str:
 
 async def get_json(
     client: httpx.AsyncClient, url: str, sent: dict[str, str], timeout_s: float, cap: int
-) -> Any:
-    """A GET whose JSON answer is nice to have (identity routes): None for anything but a
-    capped, parseable 200. Transport errors are the caller's to ignore."""
+) -> tuple[int, Any]:
+    """A GET whose JSON answer is nice to have (identity routes): the status, and the body, None
+    for anything but a capped, parseable 200. Transport errors are the caller's to ignore."""
     async with (
         asyncio.timeout(timeout_s),
         send(client, "GET", url, sent, timeout_s) as response,
     ):
         if response.status_code != 200:
-            return None
+            return response.status_code, None
         try:
             body = b"".join([c async for c in body_chunks(response, cap)])
-            return parse_json(decode(body, "the body", 200), "the body", 200)
+            return 200, parse_json(decode(body, "the body", 200), "the body", 200)
         except Failure:
-            return None
+            return 200, None
 
 
 async def get_text(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -47,6 +48,45 @@ NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
         ),
     }
 )
+# Operator-facing name -> counters whose growth per second between two reads stands in for it,
+# where the engine reports none of NAMES' gauges itself: vLLM V1 dropped V0's throughput gauge.
+RATES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
+    {
+        "generation_tokens_per_second": ("vllm:generation_tokens_total",),
+        # Triton: its pending-request gauge stays 0 while a model hangs; answers per second
+        # falling to 0 shows it.
+        "request_successes_per_second": ("nv_inference_request_success",),
+        "request_failures_per_second": ("nv_inference_request_failure",),  # one per reason
+    }
+)
+# Operator-facing name -> (a counter of microseconds, the counter of requests they add up over):
+# their growths between two reads give the mean per request in seconds. Triton adds a request's
+# durations when it succeeds. A decoupled model's (a stream) end when its execute() hands the
+# request over, before most of the responses: its compute is not the stream's length.
+MEANS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
+    {
+        "mean_queue_seconds": (
+            "nv_inference_queue_duration_us",
+            "nv_inference_request_success",
+        ),
+        "mean_compute_input_seconds": (
+            "nv_inference_compute_input_duration_us",
+            "nv_inference_request_success",
+        ),
+        "mean_compute_infer_seconds": (
+            "nv_inference_compute_infer_duration_us",
+            "nv_inference_request_success",
+        ),
+        "mean_compute_output_seconds": (
+            "nv_inference_compute_output_duration_us",
+            "nv_inference_request_success",
+        ),
+        "mean_request_seconds": (
+            "nv_inference_request_duration_us",
+            "nv_inference_request_success",
+        ),
+    }
+)
 # Series of one gauge (per model_name, engine index, Triton model) are summed: queues and batches
 # add up. A usage ratio does not: two engines at 0.5 are not one full cache, and the fullest one
 # is where requests wait, so it takes the largest.
@@ -71,6 +111,13 @@ RESTART_COUNTERS: Final = (
     "sglang:generation_tokens_total",
     "tgi_request_count",
     "nv_inference_request_success",
+    # Triton's other counters: RATES and MEANS read their growth from the same totals.
+    "nv_inference_request_failure",
+    "nv_inference_queue_duration_us",
+    "nv_inference_compute_input_duration_us",
+    "nv_inference_compute_infer_duration_us",
+    "nv_inference_compute_output_duration_us",
+    "nv_inference_request_duration_us",
 )
 
 MetricType = Literal["gauge", "histogram"]
@@ -105,6 +152,47 @@ EXPORTED: Final[tuple[tuple[str, MetricType, str], ...]] = (
         "start_time_seconds",
         "gauge",
         "When the inference engine's process started, in Unix seconds.",
+    ),
+    (
+        "request_successes_per_second",
+        "gauge",
+        "Requests the inference engine finished per second between its last two reads (Triton: "
+        "a streaming model's once it has taken them).",
+    ),
+    (
+        "request_failures_per_second",
+        "gauge",
+        "Requests the inference engine failed per second between its last two reads.",
+    ),
+    (
+        "mean_queue_seconds",
+        "gauge",
+        "Mean time a request waited in the engine's queue, over those it finished between its "
+        "last two reads.",
+    ),
+    (
+        "mean_compute_input_seconds",
+        "gauge",
+        "Mean time the engine took to take in a request's inputs, over those it finished "
+        "between its last two reads.",
+    ),
+    (
+        "mean_compute_infer_seconds",
+        "gauge",
+        "Mean time the engine's model computed for a request, over those it finished between "
+        "its last two reads (Triton: a streaming model's until it has taken the request).",
+    ),
+    (
+        "mean_compute_output_seconds",
+        "gauge",
+        "Mean time the engine took to hand out a request's outputs, over those it finished "
+        "between its last two reads.",
+    ),
+    (
+        "mean_request_seconds",
+        "gauge",
+        "Mean time the engine spent on a request in all, over those it finished between its "
+        "last two reads (Triton: a streaming model's until it has taken the request).",
     ),
 )
 
@@ -165,6 +253,53 @@ async def scrape(
     except ValueError as exc:
         raise Failure("bad_response", f"{url}: {exc}", 200) from None
     return dataclasses.replace(load, start_marker=got.get(START_MARKER_HEADER))
+
+
+def with_rates(
+    load: ServerLoad, previous: ServerLoad | None, elapsed_s: float, model: str | None = None
+) -> ServerLoad:
+    """`load` with the RATES it lacks and the MEANS, from how far their counters grew since
+    `previous`, read `elapsed_s` seconds before. None at a first read, nor after a restart (a
+    counter went down). Where the series carry a `model` label (Triton), only `model`'s count:
+    a TensorRT-LLM ensemble's steps are models of their own, each counting every request."""
+    if previous is None or elapsed_s <= 0:
+        return load
+    values, sources = dict(load.values), dict(load.sources)
+    for name, counters in RATES.items():
+        for counter in counters:
+            if name in values:
+                break
+            grown = _growth(load, previous, counter, model)
+            if grown is not None:
+                values[name] = grown / elapsed_s
+                sources[name] = f"rate of {counter}"
+    for name, (total, count) in MEANS.items():
+        spent, done = _growth(load, previous, total, model), _growth(load, previous, count, model)
+        if spent is not None and done:  # no request completed: no mean, rather than 0
+            values[name], sources[name] = spent / done / 1e6, f"{total} per {count}"
+    return dataclasses.replace(load, values=values, sources=sources)
+
+
+def _growth(
+    load: ServerLoad, previous: ServerLoad, counter: str, model: str | None
+) -> float | None:
+    """How far a counter grew over its series (`model`'s, where they name models) since
+    `previous`; None when it is not there both times or went down (a restart)."""
+    series = [
+        key
+        for key in load.totals.keys() & previous.totals.keys()
+        if key == counter or key.startswith(counter + "{")
+    ]
+    if model is not None and any(_label(key, "model") is not None for key in series):
+        series = [key for key in series if _label(key, "model") == model]
+    grown = [load.totals[key] - previous.totals[key] for key in series]
+    return math.fsum(grown) if series and min(grown) >= 0 else None
+
+
+def _label(series: str, name: str) -> str | None:
+    """A label's value in a `_series` key, or None."""
+    match = re.search(r"[{,]" + re.escape(name) + r'="((?:[^"\\]|\\.)*)"', series)
+    return match.group(1) if match else None
 
 
 def _index(text: str) -> tuple[dict[str, list[_Sample]], dict[str, list[tuple[str, _Sample]]]]:

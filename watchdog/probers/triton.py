@@ -117,8 +117,10 @@ async def _read_stream(
     if answer.e2e_s is None:
         answer.e2e_s = clock.monotonic() - t0
     if answer.text:
-        # Triton reports no token counts; one streamed delta is usually one token.
-        answer.output_tokens, answer.token_source = chunks, "estimate"
+        # Triton sends no token counts, and one response is a piece of text of any length (a
+        # word, for many backends): a count of events, never presented as tokens. With the
+        # endpoint's `tokenizer`, the runner counts the text's tokens instead.
+        answer.output_tokens, answer.token_source = chunks, "events"
 
 
 async def identify(
@@ -155,6 +157,8 @@ API = Api(
     probe,
     identify,
     health_path="/v2/health/live",
-    ready_path="/v2/health/ready",
+    # Not /v2/health/ready: it says 200 while the model is still loading, and for a model that
+    # is not there at all.
+    ready_path="/v2/models/{model}/ready",
     needs=_needs_model,
 )

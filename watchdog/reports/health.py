@@ -22,6 +22,8 @@ COLUMNS = [
     "top_error_class",
     "first_run",
     "last_run",
+    # Last, so that a spreadsheet reading columns by position keeps working.
+    "token_source",
 ]
 # A cell starting with one of these is a formula to Excel and LibreOffice (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -60,6 +62,9 @@ def health(results: pd.DataFrame) -> pd.DataFrame:
                 "top_error_class": errors.mode().iloc[0] if len(errors) else "",
                 "first_run": g["started_at"].iloc[0],
                 "last_run": g["started_at"].iloc[-1],
+                # How the answers' tokens were counted: `events` (Triton's stream without a
+                # tokenizer) has no tokens/s, and `estimate` is a guess.
+                "token_source": "+".join(sorted(answered["token_source"].dropna().unique())),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

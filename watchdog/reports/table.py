@@ -28,6 +28,14 @@ def _detail(r: ProbeResult) -> str:
     return "; ".join(failed)
 
 
+def _tokens(count: int | None, source: str | None) -> str:
+    """`12`, an estimate `12~`, or streamed events that are not tokens `12 events`."""
+    if count is None:
+        return "-"
+    mark = {"estimate": "~", "events": " events"}.get(source or "", "")
+    return f"{count}{mark}"
+
+
 def render(results: list[ProbeResult], width: int = 160, notes: Sequence[str] = ()) -> str:
     """The results, one per line; then `notes` (the endpoints' readiness), then the tally."""
     rows = [HEADER]
@@ -42,9 +50,7 @@ def render(results: list[ProbeResult], width: int = 160, notes: Sequence[str] = 
                 _s(j["ttft_s"]),
                 _s(j["e2e_s"]),
                 _s(j["itl_p50_s"]),
-                "-"
-                if j["output_tokens"] is None
-                else f"{j['output_tokens']}{'~' if j['token_source'] == 'estimate' else ''}",
+                _tokens(j["output_tokens"], j["token_source"]),
                 "-" if tps is None else f"{tps:.1f}",
                 _detail(r),
             )

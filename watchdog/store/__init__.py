@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 from sqlite_utils import Database
 
-from watchdog.result import ProbeResult
+from watchdog.result import ProbeResult, fingerprint_parts
 from watchdog.store.migrations import MIGRATIONS
 
 
@@ -78,14 +78,23 @@ class Store:
         load: dict[str, Any] | None = None,
     ) -> None:
         """Store one probe run atomically: results, fingerprints, readiness tiers, engine load."""
+        results = list(results)
         rows = [_row(run_id, r) for r in results]
         if not rows:
             return
         endpoint, started_ts = rows[0]["endpoint"], rows[0]["started_ts"]
-        fingerprints = {r["fingerprint"]: r["started_at"] for r in rows}
+        # Each fingerprint with everything it hashed (the answer's system fingerprint and the
+        # golden set's hash too), at its first answer in the run.
+        seen = {
+            row["fingerprint"]: (
+                row["started_at"],
+                fingerprint_parts(identity, r.answer.system_fingerprint, r.golden_set_hash),
+            )
+            for row, r in reversed(list(zip(rows, results, strict=True)))
+        }
         with self.transaction():
-            for fingerprint, at in fingerprints.items():
-                self._seen(endpoint, fingerprint, at, identity)
+            for fingerprint, (at, parts) in seen.items():
+                self._seen(endpoint, fingerprint, at, parts)
             self._insert("results", rows)
             self._insert(
                 "readiness",

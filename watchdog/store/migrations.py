@@ -310,6 +310,29 @@ def _7_run_lookups(db: Database) -> None:
     db.table("results").create_index(["run_id"])
 
 
+def _8_token_events(db: Database) -> None:
+    # Triton's streamed answers had their events stored as an `estimate` of tokens, with a
+    # tokens/s and TPOT worked out from them. They count events, not tokens (a word each, say):
+    # label them so, and drop the figures that took them for tokens. Concerned are the streamed
+    # results of endpoints last identified as Triton, and the hourly rollups made from them.
+    triton = "select endpoint from identities where json_extract(identity, '$.api') = 'triton'"
+    db.execute(
+        "update results set token_source = 'events', tokens_per_s = null, tpot_s = null "
+        f"where token_source = 'estimate' and stream = 1 and endpoint in ({triton})"
+    )
+    hour = (
+        "from results r where r.endpoint = rollups.endpoint "
+        "and r.golden_set = rollups.golden_set and r.prompt_id = rollups.prompt_id "
+        "and r.started_ts >= rollups.hour_ts and r.started_ts < rollups.hour_ts + 3600"
+    )
+    db.execute(
+        f"update rollups set tokens_per_s_mean = (select avg(r.tokens_per_s) {hour}), "
+        f"output_tokens = (select coalesce(sum(r.output_tokens), 0) {hour} "
+        "and coalesce(r.token_source, '') != 'events') "
+        f"where exists (select 1 {hour} and r.token_source = 'events')"
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _1_results,
     _2_alerting,
@@ -318,4 +341,5 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _5_serving,
     _6_retention,
     _7_run_lookups,
+    _8_token_events,
 ]

@@ -155,7 +155,8 @@ def roll_up(db: Database, start_ts: float, end_ts: float) -> int:
     still stored (past raw_days only the baseline runs' are). Returns the rows written."""
     frame = pd.read_sql_query(
         "select endpoint, golden_set, prompt_id, run_id, started_ts, ok, error_class, ttft_s, "
-        "e2e_s, tokens_per_s, output_tokens, checks_passed, checks_total, cold from results "
+        "e2e_s, tokens_per_s, output_tokens, token_source, checks_passed, checks_total, cold "
+        "from results "
         "where started_ts >= ? and started_ts < ?",
         db.conn,
         params=(start_ts, end_ts),
@@ -188,6 +189,8 @@ def rollup_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
         ttft_s=results["ttft_s"].where(answered),
         e2e_s=results["e2e_s"].where(answered),
         cold=results["cold"].fillna(0),
+        # Tokens only: Triton's streamed events are not.
+        output_tokens=results["output_tokens"].where(results["token_source"] != "events"),
     )
     groups = frame.groupby(KEYS, sort=True, dropna=False)
     table = groups.agg(

@@ -107,6 +107,8 @@ class ProbeMetrics:
         self.canary_leaks: dict[str, int] = {}
         self.tiers: dict[tuple[str, str], TierOutcome] = {}  # (endpoint, tier)
         self.loads: dict[str, ServerLoad | None] = {}  # None: the last read failed
+        # endpoint: until when its engine values count as current (Unix seconds)
+        self.loads_until: dict[str, float] = {}
         self.db_bytes: int | None = None  # the database with its WAL, after retention
         self.adopt(endpoints, prompts)
 
@@ -190,12 +192,17 @@ class ProbeMetrics:
         tiers: Iterable[TierOutcome],
         load: ServerLoad | None,
         load_error: str | None,
+        at: float = 0.0,
+        current_for: float = float("inf"),
     ) -> None:
-        """The run's liveness, readiness and completion, and the engine's own metrics."""
+        """The run's liveness, readiness and completion, and the engine's own metrics, read at
+        `at` and current for `current_for` seconds: past that (a frozen engine whose runs
+        hang), they are left out rather than shown as if read just now."""
         for t in tiers:
             self.tiers[(endpoint, t.tier)] = t
         if load is not None or load_error is not None:
             self.loads[endpoint] = load
+            self.loads_until[endpoint] = at + current_for
 
     def changed(self, change: Change, at: float) -> None:
         """A change event, once the run that found it is stored."""
@@ -215,9 +222,11 @@ class ProbeCollector(Collector):
         self,
         metrics: ProbeMetrics,
         drift: Callable[[], Mapping[tuple[str, str, str], Signal]] = dict,
+        now: Callable[[], float] = lambda: 0.0,
     ):
         self.m = metrics
         self.drift = drift  # (endpoint, golden set, signal): the latest signal
+        self.now = now  # Unix seconds: engine values past their time are left out
 
     def collect(self) -> Iterator[Metric]:
         m = self.m
@@ -356,7 +365,10 @@ class ProbeCollector(Collector):
             ["endpoint", "tier"],
             {k: t.latency_s for k, t in m.tiers.items() if t.latency_s is not None},
         )
-        yield from _server_families(m.loads)
+        now = self.now()
+        yield from _server_families(
+            {e: None if m.loads_until.get(e, 0.0) < now else v for e, v in m.loads.items()}
+        )
         if m.db_bytes is not None:
             yield GaugeMetricFamily(
                 PREFIX + "database_size_bytes",
@@ -374,7 +386,9 @@ def _server_families(loads: Mapping[str, ServerLoad | None]) -> Iterator[Metric]
     """The engines' own metrics under our names, one series per endpoint that has them."""
     yield _gauge(
         "server_metrics_up",
-        "1 if the engine's own /metrics was read in the last run.",
+        "1 if the engine's own /metrics was read lately: in the last look at the endpoint, "
+        "within twice its probe interval (at least a minute). Past that, the engine's values "
+        "are left out.",
         ["endpoint"],
         {(e,): float(load is not None) for e, load in loads.items()},
     )

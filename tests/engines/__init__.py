@@ -1,0 +1,1 @@
+"""Real LLM engines for the tests: vLLM (CPU build) and NVIDIA Triton (inside PyTriton)."""
