@@ -146,7 +146,7 @@ CASES: dict[str, list[str]] = {
     "bad-alerting.yaml": [
         "bad-alerting.yaml:2: alerting.failure_threshold: must be greater than or equal to 1",
         "bad-alerting.yaml:3: alerting.severity: unknown alert kind(s) ['outage']; known: "
-        "unreachable, timeout, http_error, bad_response, format, latency_slo, canary_leak, not_serving, drift, gpu_vram_leak, "
+        "unreachable, timeout, http_error, bad_response, format, probe_error, latency_slo, canary_leak, not_serving, drift, gpu_vram_leak, "
         "gpu_vram_contention, gpu_idle_while_serving, gpu_throttling, gpu_hardware, gpu_missing",
         "bad-alerting.yaml:4: alerting.slack: give `webhook_url`, or `bot_token` with `channel`",
         "bad-alerting.yaml:9: alerting.maintenance[1].cron: invalid cron expression '0 25 * * *': "

@@ -82,6 +82,8 @@ def test_every_kind_of_secret_is_found(tmp_path: Path) -> None:
     assert problems(path) == [
         f"{path}:1: heartbeat_url: {fix}",
         f"{path}:3: alerting.slack.bot_token: {fix}",
+        f"{path}:5: endpoints[0]: base_url: it carries a user and password, and headers sets "
+        "Authorization too: give the credentials once",
         f"{path}:7: endpoints[0].base_url: {fix}",
         f"{path}:9: endpoints[0].headers.Authorization: {fix}",
         f"{path}:10: endpoints[0].headers.X-Api-Key: {fix}",

@@ -3,9 +3,11 @@ and the probes that run golden sets against it on a schedule."""
 
 from __future__ import annotations
 
+import base64
 import re
 from collections.abc import Mapping
-from typing import Annotated, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
@@ -68,7 +70,9 @@ class Endpoint(Strict):
     your own: needs `path`, `body_template` and `text_path`)."""
     base_url: str
     """The server's root URL, http:// or https://, without the API's path (e.g.
-    `http://127.0.0.1:8000`, not `.../v1`)."""
+    `http://127.0.0.1:8000`, not `.../v1`). A user and password in it
+    (`http://probe:${PW}@host:8080`, for basic auth in front of the server) are sent as an
+    `Authorization: Basic` header, and masked wherever text is stored or shown."""
     model: str | None = None
     """The model name sent as `model`; by default the first id of `/v1/models`. vLLM and gateways
     need the served name; Triton needs it for /v2/models/NAME/generate."""
@@ -161,6 +165,35 @@ class Endpoint(Strict):
     @classmethod
     def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
         return http_url(value, info.field_name)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _credentials_in_url(cls, data: Any) -> Any:
+        """`http://user:${PW}@host` (basic auth in front of a model server, as nginx or Caddy
+        do): sent as one `Authorization: Basic` header, and the URL kept without them."""
+        if not isinstance(data, dict):
+            return data
+        metrics_url = data.get("metrics_url")
+        if isinstance(metrics_url, str) and urlsplit(metrics_url).username is not None:
+            raise ValueError(
+                "metrics_url: leave the user and password out of it: the endpoint's "
+                "credentials (base_url's, or headers' Authorization) are sent there too"
+            )
+        base_url, headers = data.get("base_url"), data.get("headers") or {}
+        if not isinstance(base_url, str) or not isinstance(headers, dict):
+            return data
+        url = urlsplit(base_url)
+        if url.username is None:
+            return data
+        if any(str(k).lower() == "authorization" for k in headers):
+            raise ValueError(
+                "base_url: it carries a user and password, and headers sets Authorization too: "
+                "give the credentials once"
+            )
+        pair = f"{unquote(url.username)}:{unquote(url.password or '')}"
+        basic = "Basic " + base64.b64encode(pair.encode()).decode()
+        stripped = urlunsplit(url._replace(netloc=url.netloc.rpartition("@")[2]))
+        return {**data, "base_url": stripped, "headers": {**headers, "Authorization": basic}}
 
 
 class Probe(Strict):

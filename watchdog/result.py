@@ -22,6 +22,9 @@ ErrorClass = Literal[
     "empty_output",
     "too_large",
     "check_failed",
+    # Something no class foresaw went wrong inside the watchdog while probing (its own bug, or
+    # a library's): still a recorded result that pages, never a crashed job.
+    "probe_error",
 ]
 ERROR_CLASSES: tuple[str, ...] = ErrorClass.__args__  # type: ignore[attr-defined]
 # Where an answer's `output_tokens` came from: the engine's own count (`usage`, llama.cpp's

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import secrets
 import uuid
 from collections.abc import Callable
@@ -37,6 +38,7 @@ from watchdog.runtime.clock import Clock
 # While an endpoint answers and its routes are well, its health and ready routes, engine metrics
 # and identity are read at most this often: a probe every second need not load the server it
 # watches with four more requests. A failed prompt has them read again at once.
+log = logging.getLogger(__name__)
 LOOK_EVERY_S = 30.0
 
 
@@ -108,6 +110,7 @@ class Runner:
             name: asyncio.Semaphore(ep.concurrency) for name, ep in config.endpoints.items()
         }
         self.looks: dict[str, Look] = {}  # endpoint: its last look, while all was well
+        self.unforeseen: set[str] = set()  # exception types already logged with a traceback
         self.missing: dict[str, set[str]] = {}  # endpoint: the identity routes that 404'd
         self.scraped: dict[str, tuple[float, ServerLoad]] = {}  # endpoint: its last metrics read
 
@@ -116,7 +119,14 @@ class Runner:
         golden = self.config.golden_sets[probe.golden_set]
         seen, fresh = self._last_look(endpoint, probe), False
         if seen is None:
-            seen, fresh = await self._look(endpoint), True
+            try:
+                seen, fresh = await self._look(endpoint), True
+            except Exception as exc:
+                detail = f"probe_error: {self._unforeseen(exc)}"
+                seen, fresh = (
+                    Look(self.clock.monotonic(), [], {"api": endpoint.api}, None, detail),
+                    True,
+                )
         identity = seen.identity
         model = endpoint.model or (identity.get("model_ids") or [None])[0]
         token = self.canary()
@@ -136,6 +146,15 @@ class Runner:
         tiers += [completion] if completion else []
         load, load_error = (seen.load, seen.load_error) if fresh else (None, None)
         return Run(uuid.uuid4().hex[:16], results, identity, tiers, load, load_error)
+
+    def _unforeseen(self, exc: Exception) -> str:
+        """The reason of a failure no error class foresaw, for the result; its traceback is
+        logged once per kind of exception, not at every run."""
+        what = type(exc).__name__
+        if what not in self.unforeseen:
+            self.unforeseen.add(what)
+            log.error("a probe failed in a way no error class foresaw", exc_info=exc)
+        return redact(f"the watchdog could not probe: {what}: {exc}", self.config.secrets) or what
 
     def _last_look(self, endpoint: Endpoint, probe: Probe) -> Look | None:
         """The endpoint's last look, for a fast probe, while it is recent and all was well."""
@@ -193,9 +212,12 @@ class Runner:
     ) -> tuple[datetime, Answer]:
         async with self.limits[endpoint.name], self.everywhere:
             started = self.clock.now()
-            answer = await APIS[endpoint.api].probe(
-                self.client, endpoint, model, prompt, stream, self.clock
-            )
+            try:
+                answer = await APIS[endpoint.api].probe(
+                    self.client, endpoint, model, prompt, stream, self.clock
+                )
+            except Exception as exc:
+                answer = Answer(error_class="probe_error", error_detail=self._unforeseen(exc))
         # Out of the timed section: counting is ours, not the server's.
         tokens.recount(answer, self.config.tokenizers.get(endpoint.name))
         return started, answer

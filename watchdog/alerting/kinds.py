@@ -52,6 +52,12 @@ KINDS: dict[str, Kind] = {
         frozenset({"check_failed"}),
         alertname="FormatAccuracyLow",
     ),
+    "probe_error": Kind(
+        "the watchdog cannot probe it",
+        "critical",
+        frozenset({"probe_error"}),
+        alertname="ProbeError",
+    ),
     "latency_slo": Kind("latency above its SLO", "warning", alertname="LatencySLOBreached"),
     # A golden prompt talked the model into giving away the run's canary from its system prompt.
     "canary_leak": Kind(

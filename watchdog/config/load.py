@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import glob
 import os
 import re
@@ -309,7 +311,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
     if problems:
         raise InvalidFile(_dedupe(problems))
     assert top is not None
-    secrets = set().union(*(d.secrets for d in docs))
+    secrets = set().union(*(d.secrets for d in docs), *map(_credentials, endpoints.values()))
     return Config(
         path,
         top.storage,
@@ -398,3 +400,17 @@ def adhoc_config(
         secrets={v for v in headers.values() if v},
         tokenizers=tokenizers,
     )
+
+
+def _credentials(endpoint: Endpoint) -> set[str]:
+    """What basic auth sends (`http://user:PW@host` in base_url becomes such a header), as it
+    could be echoed back: the header's value, its token, and the password in it."""
+    found = set()
+    for key, value in endpoint.headers.items():
+        kind, _, token = value.partition(" ")
+        if key.lower() == "authorization" and kind.lower() == "basic" and token:
+            found |= {value, token}
+            with contextlib.suppress(ValueError):
+                password = base64.b64decode(token, validate=True).decode().partition(":")[2]
+                found |= {password} if password else set()
+    return found
