@@ -161,19 +161,32 @@ def tier(name: str, ok: bool, error_class: str | None = None) -> TierOutcome:
     return TierOutcome(name, ok, f"{name} {'ok' if ok else 'failed'}", error_class=error_class)
 
 
-def test_health_ok_but_no_answer_is_not_serving() -> None:
+def test_health_ok_but_no_answer_pages_once_under_the_failures_own_kind() -> None:
+    """Once two critical pages in the same second for one hung engine: `timeout` and
+    `not_serving`. Now the timeout pages, and says that health still passes."""
     hung = [tier("liveness", True), tier("readiness", True), tier("completion", False, "timeout")]
-    seen = observe([], Slo(), hung)["not_serving"]
-    assert seen.failing and "liveness ok, but completion failed" in seen.summary
-    assert seen.error_class == "timeout"
-    fine = [tier("liveness", True), tier("completion", True)]
-    assert not observe([], Slo(), fine)["not_serving"].failing
+    timeouts = [result("capital", error="timeout")]
+    seen = observe(timeouts, Slo(), hung)
+    assert "not_serving" not in seen  # another kind covers it: no evidence either way
+    assert seen["timeout"].failing
+    assert seen["timeout"].summary.endswith("— yet the health route passes (liveness ok)")
+    # A failure no kind covers is what only not_serving can tell.
+    odd = [tier("liveness", True), tier("completion", False, "something_new")]
+    assert observe([], Slo(), odd)["not_serving"].failing
+    # Answered: fine, whether or not the routes were read in this run (a fast probe reads them
+    # every 30 s), so that it resolves within success_threshold runs.
+    assert not observe([], Slo(), [tier("liveness", True), tier("completion", True)])[
+        "not_serving"
+    ].failing
+    assert not observe([], Slo(), [tier("completion", True)])["not_serving"].failing
     # The health route failing too is `unreachable` or `timeout`: no evidence here.
     down = [tier("liveness", False, "timeout"), tier("completion", False, "timeout")]
     assert "not_serving" not in observe([], Slo(), down)
 
 
-async def test_the_daemon_pages_when_health_passes_and_completions_hang(tmp_path: Path) -> None:
+async def test_the_daemon_pages_once_when_health_passes_and_completions_hang(
+    tmp_path: Path,
+) -> None:
     server = Server()
     server.routes["/v1/chat/completions"] = None
     cfg = load_config(write_config(tmp_path))
@@ -181,9 +194,17 @@ async def test_the_daemon_pages_when_health_passes_and_completions_hang(tmp_path
     async with httpx.AsyncClient(transport=httpx.MockTransport(server.handle)) as client:
         daemon = Daemon(cfg, client, store, FakeClock())
         await daemon.probe_once(cfg.probes[0])
-    alert = next(store.db.query("select * from alerts where kind = 'not_serving'"))
+    alerts = {a["kind"]: a for a in store.db.query("select * from alerts")}
+    assert "not_serving" not in alerts or alerts["not_serving"]["state"] == "ok"
+    alert = alerts["timeout"]
     assert alert["state"] == "firing"
-    assert "GET /health: HTTP 200" in alert["summary"] and "0/5 golden prompts" in alert["summary"]
+    assert (
+        "5/5 prompts" in alert["summary"]
+        and "yet the health route passes (GET /health: HTTP 200" in alert["summary"]
+    )
+    assert [
+        r["kind"] for r in store.db.query("select kind from outbox where event = 'firing'")
+    ] == ["timeout"]
     tiers = {r["tier"]: r for r in store.db.query("select * from readiness")}
     assert (tiers["liveness"]["ok"], tiers["completion"]["ok"]) == (1, 0)
     assert tiers["completion"]["error_class"] == "timeout"
@@ -413,7 +434,10 @@ async def test_a_failed_prompt_has_the_routes_read_next_to_it(tmp_path: Path) ->
         ("readiness", True),
         ("completion", False),
     ]
-    assert observe(failed.results, Slo(), failed.tiers)["not_serving"].failing
+    assert (
+        "yet the health route passes"
+        in observe(failed.results, Slo(), failed.tiers)["timeout"].summary
+    )
     del server.routes["/v1/chat/completions"]
     rig.clock.advance(1)
     _, sent = await rig.run()

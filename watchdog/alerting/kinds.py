@@ -83,7 +83,6 @@ KINDS: dict[str, Kind] = {
     "gpu_missing": Kind("GPU missing", "critical", source="gpu", alertname="GpuMissing"),
 }
 PROBE_KINDS = [name for name, kind in KINDS.items() if kind.source == "probe"]
-REFUSED_CREDENTIALS = frozenset({401, 403})  # HTTP statuses of a missing or wrong API key
 
 
 @dataclass(frozen=True)
@@ -117,6 +116,7 @@ def observe(
     ttft = _median([r.answer.ttft_s for r in answered])
     e2e = _median([r.answer.e2e_s for r in answered])
     out: dict[str, Observation] = {}
+    healthy = _healthy_but_unanswered(tiers or [])
     for name in PROBE_KINDS:
         if name == "latency_slo":
             seen = _latency(slo, ttft, e2e, len(answered))
@@ -124,9 +124,26 @@ def observe(
             seen = _not_serving(tiers or [])
         else:
             seen = _failures(name, results, answered)
+        if seen is not None and seen.failing and healthy and KINDS[name].error_classes:
+            # The clue for on-call: the server says it is fine while nothing gets an answer (a
+            # hung engine behind a live HTTP server, which load balancers keep sending to).
+            seen = replace(
+                seen, summary=f"{seen.summary} — yet the health route passes ({healthy})"
+            )
         if seen is not None:
             out[name] = replace(seen, model=model, ttft_p50_s=ttft, e2e_p50_s=e2e)
     return out
+
+
+def _healthy_but_unanswered(tiers: list[TierOutcome]) -> str | None:
+    """What the health (or models) route said, when it passed and no golden prompt got an
+    answer."""
+    by_tier = {t.tier: t for t in tiers}
+    healthy = by_tier.get("liveness") or by_tier.get("readiness")
+    completion = by_tier.get("completion")
+    if healthy and healthy.ok and completion and not completion.ok:
+        return healthy.detail
+    return None
 
 
 def _failures(
@@ -153,18 +170,19 @@ def _failures(
 
 
 def _not_serving(tiers: list[TierOutcome]) -> Observation | None:
-    """Failing when the health (or models) route passed and no golden prompt got an answer;
-    no evidence when the route failed too (then `unreachable` or `timeout` speaks)."""
+    """What only this kind can tell: the health (or models) route passed and no golden prompt
+    got an answer, with a failure that no other kind pages for. A failure another kind covers
+    (a timeout, an HTTP error, a broken answer) pages once, under that kind, saying that health
+    still passes: one incident, one page. Fine as soon as a prompt is answered, whether the
+    routes were read in this run or not, so it resolves within `success_threshold` runs."""
     by_tier = {t.tier: t for t in tiers}
     healthy = by_tier.get("liveness") or by_tier.get("readiness")
     completion = by_tier.get("completion")
+    if completion is not None and completion.ok:
+        return Observation(False, completion.detail)
     if healthy is None or completion is None or not healthy.ok:
         return None
-    if completion.ok:
-        return Observation(False, f"{healthy.detail}; {completion.detail}")
-    if completion.status_code in REFUSED_CREDENTIALS:
-        # An engine that refuses our key is serving, not hung: vLLM with --api-key leaves
-        # /health open and answers 401 on /v1. `http_error` pages with the status.
+    if any(completion.error_class in KINDS[k].error_classes for k in PROBE_KINDS):
         return None
     return Observation(
         True,

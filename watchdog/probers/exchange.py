@@ -22,6 +22,7 @@ from watchdog.runtime.clock import Clock
 # We decompress ourselves so that the cap applies to decompressed bytes without ever holding
 # more than one bounded chunk: httpx would inflate a whole network read at once (gzip bomb).
 ACCEPT_ENCODING = "gzip, deflate"
+CONNECT_TIMEOUT_S = 10.0  # TCP connect and TLS handshake; the request as a whole gets timeout_s
 
 
 class Failure(Exception):
@@ -246,7 +247,10 @@ async def send(
     """`client.stream` for a request that is all ours: its URL parsed once per process and
     nothing merged from the client (no base URL, cookies, auth or default headers are set
     there), which was a third of the daemon's CPU per probe (bench/probe_cost.py)."""
-    timeout = {"connect": timeout_s, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
+    # Connecting (TLS handshake included) gets half the deadline, at most CONNECT_TIMEOUT_S:
+    # a server that never answers the handshake is then told apart from a slow answer.
+    connect = min(timeout_s / 2, CONNECT_TIMEOUT_S)
+    timeout = {"connect": connect, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
     request = httpx.Request(
         method, _url(url), headers=sent, content=body, extensions={"timeout": timeout}
     )

@@ -16,7 +16,9 @@ the chain as it does for httpx. Tests may still hand a MockTransport to httpx.As
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
+import errno
 import functools
 import os
 import ssl
@@ -33,6 +35,7 @@ from aiohttp.tracing import Trace
 
 MAX_CONNECTIONS = 200
 IDLE_S = 4.0  # below the 5 s keep-alive of uvicorn and cpp-httplib
+HANDSHAKE_CHECK_S = 1.0  # a TCP connect that tells a silent TLS handshake from a dead port
 
 
 def http_client() -> httpx.AsyncClient:
@@ -124,8 +127,10 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 stale = _REUSED.get() and not isinstance(exc, aiohttp.ClientConnectorError)
                 if attempt == 1 and stale:
                     continue  # the server closed an idle connection as we reused it
+                await _handshake_failure(exc, request, timeout.get("connect"))
                 raise _as_httpx(exc, request) from exc
             except (TimeoutError, aiohttp.ClientError) as exc:
+                await _handshake_failure(exc, request, timeout.get("connect"))
                 raise _as_httpx(exc, request) from exc
             return httpx.Response(
                 status_code=response.status,
@@ -146,6 +151,42 @@ class PooledTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+async def _handshake_failure(
+    exc: BaseException, request: httpx.Request, connect_s: float | None
+) -> None:
+    """Raise a TLS failure when an https connection failed in its handshake: the server hung up
+    or reset it (a TLS terminator that drops it, or a plain-HTTP port), or never answered the
+    ClientHello (a plain-HTTP server waits for a request line). aiohttp says only "cannot
+    connect" or "connection timeout", which sent on-call to the network instead."""
+    if request.url.scheme != "https":
+        return
+    why = None
+    if isinstance(exc, aiohttp.ClientConnectorError) and isinstance(
+        exc.os_error, ConnectionResetError | ConnectionAbortedError
+    ):
+        how = "reset" if exc.os_error.errno == errno.ECONNRESET else "closed"
+        why = f"the server {how} the connection during the TLS handshake"
+    elif isinstance(exc, aiohttp.ConnectionTimeoutError) and await _listens(request.url):
+        within = f" within {connect_s:g} s" if connect_s else ""
+        why = f"no answer to the TLS handshake{within} (the port accepts TCP connections)"
+    if why is not None:
+        cause = ssl.SSLError(why)
+        cause.reason = why  # what the error class's detail reads, as for OpenSSL's own errors
+        raise httpx.ConnectError(why, request=request) from cause
+
+
+async def _listens(url: httpx.URL) -> bool:
+    """Whether a plain TCP connection to the URL's port opens within a second."""
+    try:
+        _, writer = await asyncio.wait_for(
+            asyncio.open_connection(url.host, url.port or 443), HANDSHAKE_CHECK_S
+        )
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    return True
 
 
 @functools.lru_cache(maxsize=256)
