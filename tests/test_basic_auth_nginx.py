@@ -26,8 +26,9 @@ PASSWORD = "pl4nted-s3cret"
 
 
 @pytest.fixture
-def nginx(tmp_path: Path, llama_server: LlamaServer) -> Iterator[str]:
-    """nginx on a free port: basic auth (user `probe`), then llama-server behind it."""
+def nginx(tmp_path: Path, llama_server: LlamaServer) -> Iterator[dict[str, str]]:
+    """nginx on free ports: `auth`, basic auth (user `probe`) then llama-server behind it;
+    `echo`, a gateway that answers 401 with the caller's Authorization value, as some do."""
     binary = shutil.which("nginx") or "/usr/sbin/nginx"
     openssl = shutil.which("openssl")
     if not Path(binary).exists() or openssl is None:
@@ -36,7 +37,7 @@ def nginx(tmp_path: Path, llama_server: LlamaServer) -> Iterator[str]:
         [openssl, "passwd", "-apr1", PASSWORD], capture_output=True, text=True, check=True
     ).stdout.strip()
     (tmp_path / "htpasswd").write_text(f"probe:{hashed}\n")
-    port = free_port()
+    port, echo = free_port(), free_port()
     (tmp_path / "nginx.conf").write_text(
         f"""
 daemon off;
@@ -60,6 +61,10 @@ http {{
       proxy_buffering off;
     }}
   }}
+  server {{
+    listen 127.0.0.1:{echo};
+    location / {{ return 401 "invalid credentials: $http_authorization\n"; }}
+  }}
 }}
 """
     )
@@ -77,7 +82,7 @@ http {{
                     break
             except httpx.TransportError:
                 time.sleep(0.1)
-        yield url
+        yield {"auth": url, "echo": f"http://127.0.0.1:{echo}"}
     finally:
         process.terminate()
         process.wait(timeout=10)
@@ -99,8 +104,10 @@ probes:
     return path
 
 
-def test_credentials_in_base_url_are_sent_as_basic_auth(tmp_path: Path, nginx: str) -> None:
-    path = config(tmp_path, nginx)
+def test_credentials_in_base_url_are_sent_as_basic_auth(
+    tmp_path: Path, nginx: dict[str, str]
+) -> None:
+    path = config(tmp_path, nginx["auth"])
     checked = cli("check", "--config", str(path), env={"PW": PASSWORD, "PATH": ""})
     assert checked.returncode == 0, checked.stdout + checked.stderr
     done = cli("once", "--json", "--config", str(path), env={"PW": PASSWORD, "PATH": ""})
@@ -118,8 +125,8 @@ def test_credentials_in_base_url_are_sent_as_basic_auth(tmp_path: Path, nginx: s
     assert PASSWORD not in done.stdout + done.stderr
 
 
-def test_a_wrong_password_is_a_recorded_refusal(tmp_path: Path, nginx: str) -> None:
-    path = config(tmp_path, nginx)
+def test_a_wrong_password_is_a_recorded_refusal(tmp_path: Path, nginx: dict[str, str]) -> None:
+    path = config(tmp_path, nginx["auth"])
     done = cli("once", "--json", "--config", str(path), env={"PW": "wrong", "PATH": ""})
     assert "Traceback" not in done.stderr, done.stderr
     stored = rows(tmp_path / "data" / "watchdog.db")
@@ -146,3 +153,33 @@ probes:
         "base_url: it carries a user and password, and headers sets Authorization too: give "
         "the credentials once"
     ) in checked.stderr + checked.stdout
+
+
+def test_a_key_echoed_by_a_gateway_is_found_nowhere_on_disk(
+    tmp_path: Path, nginx: dict[str, str]
+) -> None:
+    """The completion's detail was masked, but the readiness tiers were stored as received:
+    `invalid credentials: Bearer sk-…` in the readiness table."""
+    key = "sk-pl4nted-9f3c"
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"""
+storage: {{path: data/watchdog.db, csv_dir: reports, responses: full}}
+endpoints:
+  - name: echoing
+    api: openai-chat
+    base_url: "{nginx["echo"]}"
+    model: m
+    headers: {{Authorization: "Bearer ${{KEY}}"}}
+probes:
+  - {{endpoint: echoing, golden_set: "{ROOT}/golden_sets/default.yaml", every: 60s}}
+"""
+    )
+    path.chmod(0o600)
+    done = cli("once", "--json", "--config", str(path), env={"KEY": key, "PATH": ""})
+    assert "Traceback" not in done.stderr, done.stderr
+    tiers = rows(tmp_path / "data" / "watchdog.db", "select * from readiness")
+    assert any("invalid credentials: Bearer ***" in str(t["detail"]) for t in tiers), tiers
+    for written in (tmp_path / "data").iterdir():
+        assert key.encode() not in written.read_bytes(), written
+    assert key not in done.stdout + done.stderr

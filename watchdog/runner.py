@@ -119,14 +119,7 @@ class Runner:
         golden = self.config.golden_sets[probe.golden_set]
         seen, fresh = self._last_look(endpoint, probe), False
         if seen is None:
-            try:
-                seen, fresh = await self._look(endpoint), True
-            except Exception as exc:
-                detail = f"probe_error: {self._unforeseen(exc)}"
-                seen, fresh = (
-                    Look(self.clock.monotonic(), [], {"api": endpoint.api}, None, detail),
-                    True,
-                )
+            seen, fresh = await self._look_safely(endpoint), True
         identity = seen.identity
         model = endpoint.model or (identity.get("model_ids") or [None])[0]
         token = self.canary()
@@ -139,7 +132,7 @@ class Runner:
         ]
         if any(r.answer.error_class for r in results):
             if not fresh:  # what the routes say next to the failure, not half a minute before
-                seen, fresh = replace(await self._look(endpoint), identity=identity), True
+                seen, fresh = replace(await self._look_safely(endpoint), identity=identity), True
             self.looks.pop(endpoint.name, None)  # and again before the next run
         tiers = list(seen.tiers) if fresh else []
         completion = readiness.completion(results)
@@ -163,13 +156,27 @@ class Runner:
             return None
         return seen if self.clock.monotonic() - seen.at < LOOK_EVERY_S else None
 
+    async def _look_safely(self, endpoint: Endpoint) -> Look:
+        """The look, or, when it fails in a way no class foresaw, one with no routes read: the
+        prompts are still asked and recorded."""
+        try:
+            return await self._look(endpoint)
+        except Exception as exc:
+            detail = f"probe_error: {self._unforeseen(exc)}"
+            return Look(self.clock.monotonic(), [], {"api": endpoint.api}, None, detail)
+
     async def _look(self, endpoint: Endpoint) -> Look:
         """Read the endpoint's health and ready routes, engine metrics and identity."""
         at, before = self.clock.monotonic(), self.looks.get(endpoint.name)
         tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
+        # What the routes said is stored and shown: a gateway that echoes the caller's
+        # credentials (some answer 401 with the Authorization value) must not put them there.
+        secrets = self.config.secrets
+        tiers = [replace(t, detail=redact(t.detail, secrets) or "") for t in tiers]
         load, load_error = await self._server_load(endpoint)
         missing = self.missing.setdefault(endpoint.name, set())
         identity = await APIS[endpoint.api].identify(self.client, endpoint, Seen(bodies, missing))
+        identity = {k: redact(v, secrets) if isinstance(v, str) else v for k, v in identity.items()}
         if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
             identity["template_hash"] = short_hash(endpoint.system_prompt)
         seen = Look(at, tiers, identity, load, load_error)
