@@ -31,37 +31,55 @@ prompts:
 """
 
 
-@pytest.fixture
-def listener() -> Iterator[tuple[socket.socket, list[socket.socket]]]:
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    kept: list[socket.socket] = []
-    yield server, kept
-    server.close()
-    for s in kept:
-        s.close()
+class Listener:
+    """A real TCP server that reads the ClientHello, then hangs up, resets, or stays silent;
+    every socket it accepted is closed when the test ends."""
 
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.server.settimeout(0.1)
+        self.accepted: list[socket.socket] = []
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
 
-def serve(server: socket.socket, kept: list[socket.socket], how: str) -> str:
-    """A real TCP server that reads the ClientHello, then hangs up, resets, or stays silent."""
+    def serve(self, how: str) -> str:
+        def loop() -> None:
+            while not self.stop.is_set():
+                try:
+                    conn, _ = self.server.accept()
+                except TimeoutError:
+                    continue
+                self.accepted.append(conn)
+                conn.settimeout(5)
+                try:
+                    conn.recv(4096)
+                except OSError:
+                    continue
+                if how == "reset":  # SO_LINGER 0: close sends RST
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                if how != "silent":
+                    conn.close()
 
-    def loop() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            conn.recv(4096)
-            if how == "silent":
-                kept.append(conn)
-                continue
-            if how == "reset":  # SO_LINGER 0: close sends RST
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.thread = threading.Thread(target=loop, daemon=True)
+        self.thread.start()
+        return f"https://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        for conn in self.accepted:
             conn.close()
+        self.server.close()
 
-    threading.Thread(target=loop, daemon=True).start()
-    return f"https://127.0.0.1:{server.getsockname()[1]}"
+
+@pytest.fixture
+def listener() -> Iterator[Listener]:
+    server = Listener()
+    yield server
+    server.close()
 
 
 async def probe(tmp_path: Path, url: str) -> tuple[str | None, str | None]:
@@ -94,9 +112,9 @@ probes:
     ],
 )
 async def test_a_failed_handshake_is_tls_with_its_reason(
-    how: str, reason: str, tmp_path: Path, listener: tuple[socket.socket, list[socket.socket]]
+    how: str, reason: str, tmp_path: Path, listener: Listener
 ) -> None:
-    assert await probe(tmp_path, serve(*listener, how)) == ("tls", reason)
+    assert await probe(tmp_path, listener.serve(how)) == ("tls", reason)
 
 
 async def test_https_to_the_real_llama_server_is_tls(
