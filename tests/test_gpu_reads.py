@@ -63,7 +63,7 @@ class Rig:
         snapshot = await self.watch.sample()
         assert snapshot is not None
         with self.store.transaction():
-            self.watch.remember(self.watch.record(snapshot, self.clock["t"]))
+            self.watch.remember(self.watch.record(snapshot, self.watch.new_xids(), self.clock["t"]))
         return snapshot.gpus[0]
 
     def ran(self, started: float, answered: bool = True) -> None:

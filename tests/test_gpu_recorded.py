@@ -112,7 +112,7 @@ async def replay(name: str, tmp_path: Path) -> Replay:
         snapshot = await watch.sample()
         at = datetime.fromtimestamp(now["t"], UTC)
         with store.transaction():
-            sampled = watch.record(snapshot, now["t"])
+            sampled = watch.record(snapshot, watch.new_xids(), now["t"])
             for kind, findings in sampled.findings.items():
                 alerter.observe_findings(kind, findings, at, endpoints)
         watch.remember(sampled)

@@ -53,7 +53,7 @@ probes:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, fake: FakeNvml):
+    def __init__(self, tmp_path: Path, fake: FakeNvml, db: Path | None = None):
         self.config = make_config(tmp_path)
         self.clock = FakeClock()
         self.fake = fake
@@ -64,7 +64,7 @@ class Rig:
             wall=lambda: self.clock.now().timestamp(),
             monotonic=self.clock.monotonic,
         )
-        self.store = Store.open(tmp_path / "w.db")
+        self.store = Store.open(db or tmp_path / "w.db")
         self.registry = CollectorRegistry()
         self.client = httpx.AsyncClient(transport=httpx.MockTransport(self.answer))
         self.daemon = Daemon(

@@ -31,7 +31,6 @@ ALERTMANAGER_EXAMPLE = ROOT / "alerts" / "alertmanager" / "alertmanager.example.
 RUNBOOK_BASE = "https://github.com/mlops-watchdog/mlops-watchdog/blob/main/docs/runbooks/"
 ENDPOINT_ALERTS = {
     "EndpointDown",
-    "EndpointNotServing",
     "CanaryLeak",
     "FormatAccuracyLow",
     "LatencySLOBreached",
@@ -46,10 +45,11 @@ GPU_ALERTS = {
     "GpuIdleWhileServing",
     "GpuThrottling",
 }
-ALERTNAMES = {"WatchdogDown"} | ENDPOINT_ALERTS | GPU_ALERTS
+WATCHDOG_ALERTS = {"WatchdogDown", "WatchdogStorageFailing"}
+ALERTNAMES = WATCHDOG_ALERTS | ENDPOINT_ALERTS | GPU_ALERTS
 # Each rules file, its one group, and the alerts in it.
 GROUPS = {
-    "mlops-watchdog.rules.yml": ("mlops-watchdog", {"WatchdogDown"} | ENDPOINT_ALERTS),
+    "mlops-watchdog.rules.yml": ("mlops-watchdog", WATCHDOG_ALERTS | ENDPOINT_ALERTS),
     "mlops-watchdog-gpu.rules.yml": ("mlops-watchdog-gpu", GPU_ALERTS),
 }
 

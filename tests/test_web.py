@@ -46,7 +46,7 @@ async def test_endpoints(tmp_path: Path) -> None:
             assert page.headers["content-type"].startswith("text/html")
             assert 'id="endpoint-e"' in page.text and 'id="endpoint-idle"' in page.text
             assert "no probe yet" in page.text and "50% of 2" in page.text
-            assert "b: check_failed: contains: missing" in page.text
+            assert '</span> b<div class="err">check_failed: contains: missing</div>' in page.text
     finally:
         await runner.cleanup()
         store.close()

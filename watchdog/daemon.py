@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 from prometheus_client import CollectorRegistry
 
+from watchdog.alerting.alerter import STATE as ALERT_STATE
 from watchdog.alerting.alerter import Alerter
 from watchdog.alerting.messages import Renderer
 from watchdog.alerting.notifiers.alertmanager import AlertmanagerPusher
@@ -20,9 +21,9 @@ from watchdog.alerting.sender import Notifier, Sender
 from watchdog.config.load import Config, until_restart
 from watchdog.drift import changes
 from watchdog.drift.watch import DriftWatch
-from watchdog.endpoint import Probe
+from watchdog.endpoint import Endpoint, Probe
 from watchdog.gpu.nvml import Nvml
-from watchdog.gpu.watch import GpuWatch
+from watchdog.gpu.watch import GpuWatch, RunMeter
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.reports.daily import write_daily
 from watchdog.reports.health import health, write_csv
@@ -33,6 +34,7 @@ from watchdog.runtime.scheduler import Scheduler
 from watchdog.runtime.systemd import Notify
 from watchdog.store import Store, StoreError, retention
 from watchdog.store.recorder import Recorder
+from watchdog.store.spool import Outage, Spool
 from watchdog.web import listener as web
 from watchdog.web.gpu_metrics import GpuCollector
 from watchdog.web.metrics import AlertingCollector, NodeLabelled, ProbeCollector, ProbeMetrics
@@ -40,6 +42,7 @@ from watchdog.web.metrics import AlertingCollector, NodeLabelled, ProbeCollector
 log = logging.getLogger("mlops_watchdog.daemon")
 SHUTDOWN_GRACE_S = 6.0  # systemd waits 90 s by default; DESIGN asks for exit within 10 s
 SENDER_GRACE_S = 2.0
+WRITE_BACK_BATCH = 100  # runs that waited for the database, written per transaction
 SELF_CHECK_S = 20.0  # without systemd's watchdog; with it, a third of WatchdogSec
 HEARTBEAT_EVERY_S = 60.0
 HEARTBEAT_TIMEOUT_S = 10.0
@@ -93,7 +96,10 @@ class Daemon:
             on_late=lambda job, seconds: self.metrics.lateness.observe(seconds),
             on_missed=lambda job: self._missed(job),
         )
-        self.store_ok = True
+        self.spool = Spool()  # runs waiting in memory while the database cannot be written
+        self.outage = Outage(store.path, self.spool)
+        self.writing_back = False
+        self.metrics.outage = self.outage
         self.alerter = Alerter(
             config.alerting, store.db, can_send=notifier is not None, node=config.node
         )
@@ -137,8 +143,30 @@ class Daemon:
     async def probe_once(self, probe: Probe) -> Run:
         meter = self.gpu.meter(probe.endpoint, self.clock.now().timestamp())
         run = await self.runner.run(probe)
-        started = time.perf_counter()
         endpoint = self.config.endpoints[probe.endpoint]
+        if self.outage.on:
+            await self.write_back()
+        # Nothing older waits for the database: this run goes in now, or waits in memory too.
+        if self.outage.on or not self._store(endpoint, probe, run, meter):
+            self._hold(endpoint, run, meter)
+        self.metrics.observe_run(run.results, self.clock.now().timestamp())
+        self.metrics.observe_serving(
+            probe.endpoint,
+            run.tiers,
+            run.load,
+            run.load_error,
+            self.clock.now().timestamp(),
+            engine_values_current_for(probe),
+        )
+        self._log_load(probe.endpoint, run)
+        if log.isEnabledFor(logging.INFO):  # not worth building at 100 probes/s when unread
+            log.info("%s", summary(probe, run))
+        return run
+
+    def _store(self, endpoint: Endpoint, probe: Probe, run: Run, meter: RunMeter | None) -> bool:
+        """The run, its alert decisions and pages, its GPU energy and drift comparison, in one
+        transaction; False when the database cannot be written."""
+        started = time.perf_counter()
         try:
             with self.store.transaction():  # results, alert state and pages: all or nothing
                 now = self.clock.now()
@@ -168,43 +196,101 @@ class Daemon:
                         "drift", [finding], now, self.config.endpoints
                     )
         except StoreError as exc:
-            self.store_ok = False
-            log.error("results of %s/%s not stored: %s", probe.endpoint, probe.golden_set, exc)
-        else:
-            # Stored: only now does the daemon take in what the run taught it.
-            self.store_ok = True
-            self.metrics.write.observe(time.perf_counter() - started)
-            self.recorder.committed(recorded)
-            if recorded.cold_reason:
-                log.info("%s: %s, kept out of latency drift", endpoint.name, recorded.cold_reason)
-            if change is not None:
-                self.metrics.changed(change, now.timestamp())
-            if measured is not None:
-                self.gpu.remember(measured)
-            if compared is not None:
-                self.drift.remember(compared)
-                if compared.baseline_made is not None:
-                    log.info(
-                        "%s/%s: baseline %d made from the last runs",
-                        compared.endpoint,
-                        compared.golden_set,
-                        compared.baseline_made,
-                    )
-            if queued:
-                self._page_soon()
-        self.metrics.observe_run(run.results, self.clock.now().timestamp())
-        self.metrics.observe_serving(
-            probe.endpoint,
-            run.tiers,
-            run.load,
-            run.load_error,
-            self.clock.now().timestamp(),
-            engine_values_current_for(probe),
-        )
-        self._log_load(probe.endpoint, run)
-        if log.isEnabledFor(logging.INFO):  # not worth building at 100 probes/s when unread
-            log.info("%s", summary(probe, run))
-        return run
+            self._cannot_write(f"the results of {probe.endpoint}/{probe.golden_set}", exc)
+            return False
+        # Stored: only now does the daemon take in what the run taught it.
+        self.metrics.write.observe(time.perf_counter() - started)
+        self.recorder.committed(recorded)
+        if recorded.cold_reason:
+            log.info("%s: %s, kept out of latency drift", endpoint.name, recorded.cold_reason)
+        if change is not None:
+            self.metrics.changed(change, now.timestamp())
+        if measured is not None:
+            self.gpu.remember(measured)
+        if compared is not None:
+            self.drift.remember(compared)
+            if compared.baseline_made is not None:
+                log.info(
+                    "%s/%s: baseline %d made from the last runs",
+                    compared.endpoint,
+                    compared.golden_set,
+                    compared.baseline_made,
+                )
+        if queued:
+            self._page_soon()
+        return True
+
+    def _cannot_write(self, what: str, error: StoreError) -> None:
+        """The database cannot be written: from now on, until `write_back` has put everything
+        back, runs wait in memory and the alert state and pages live there."""
+        self.outage.failed(what, error, self.clock.monotonic())
+        try:
+            self.store.hold_in_memory(ALERT_STATE)
+        except sqlite3.Error as exc:  # reading the file failed too: pages wait for it
+            log.error("alert state not taken into memory: %s: %s", self.store.path, exc)
+
+    def _hold(self, endpoint: Endpoint, run: Run, meter: RunMeter | None) -> None:
+        """While the database cannot be written: the run waits in memory, and its alert
+        decisions and pages are made there (no change events and no drift until the runs are
+        written: they need the history)."""
+        now = self.clock.now()
+        self.spool.add(endpoint.name, run, now)
+        try:
+            with self.store.transaction():  # the tables held in memory only
+                measured = (
+                    self.gpu.finish(meter, run.results, run.run_id, now.timestamp(), stored=False)
+                    if meter
+                    else None
+                )
+                queued = self.alerter.observe(endpoint, run.results, now, run.tiers)
+        except StoreError as exc:
+            log.error("alert state of %s not updated: %s", endpoint.name, exc)
+            return
+        if measured is not None:
+            self.gpu.remember(measured)
+        if queued:
+            self._page_soon()
+
+    async def write_back(self) -> None:
+        """The runs that waited, oldest first and a batch per transaction (the probes run in
+        between), then the alert state and pages held in memory; the outage ends when all is
+        in the file."""
+        if self.writing_back:
+            return
+        self.writing_back = True
+        try:
+            while self.outage.on:
+                batch = self.spool.oldest(WRITE_BACK_BATCH)
+                endpoints = self.config.endpoints  # a run of an endpoint since removed is not
+                try:
+                    with self.store.transaction():
+                        recorded = [
+                            (w, self.recorder.record(endpoints[w.endpoint], w.run, w.at))
+                            for w in batch
+                            if w.endpoint in endpoints
+                        ]
+                        queued = [
+                            self.alerter.announce(r.change, w.at) for w, r in recorded if r.change
+                        ]
+                        last = len(batch) == len(self.spool)
+                        if last:
+                            self.store.write_back(ALERT_STATE)
+                except StoreError as exc:
+                    self.outage.failed("the runs waiting in memory", exc, self.clock.monotonic())
+                    return
+                self.spool.written(batch)
+                for w, r in recorded:
+                    self.recorder.committed(r)
+                    if r.change is not None:
+                        self.metrics.changed(r.change, w.at.timestamp())
+                if queued:
+                    self._page_soon()
+                self.outage.stored(len(batch))
+                if last:
+                    self.outage.cleared(self.clock.monotonic())
+                await asyncio.sleep(0)
+        finally:
+            self.writing_back = False
 
     def _page_soon(self) -> None:
         """New pages: the Slack sender wakes, and Alertmanager hears now, not at the next resend."""
@@ -229,21 +315,28 @@ class Daemon:
         self.load_errors[endpoint] = now
 
     async def gpu_once(self) -> None:
-        """Sample every GPU, store it, and let the detectors' findings drive the GPU alerts."""
+        """Sample every GPU, store it, and let the detectors' findings drive the GPU alerts.
+        While the database cannot be written, the sample is not stored but still judged."""
         snapshot = await self.gpu.sample()
+        xids = self.gpu.new_xids()
+        if self.outage.on:
+            await self.write_back()
         now = self.clock.now()
-        try:
-            with self.store.transaction():
-                sampled = self.gpu.record(snapshot, now.timestamp())
-                queued = []
-                for kind, findings in sampled.findings.items():
-                    queued += self.alerter.observe_findings(
-                        kind, findings, now, self.config.endpoints
-                    )
-        except StoreError as exc:
-            self.store_ok = False
-            log.error("GPU sample not stored: %s", exc)
-            return
+        for stored in (True, False) if not self.outage.on else (False,):
+            try:
+                with self.store.transaction():
+                    sampled = self.gpu.record(snapshot, xids, now.timestamp(), stored)
+                    queued = []
+                    for kind, findings in sampled.findings.items():
+                        queued += self.alerter.observe_findings(
+                            kind, findings, now, self.config.endpoints
+                        )
+                break
+            except StoreError as exc:
+                if not stored:
+                    log.error("GPU alert state not updated: %s", exc)
+                    return
+                self._cannot_write("a GPU sample", exc)
         self.gpu.remember(sampled)
         if queued:
             self._page_soon()
@@ -253,7 +346,7 @@ class Daemon:
             self.metrics.missed[self.jobs[job_id][0]] += 1
 
     def ready(self) -> dict[str, bool]:
-        return {"config": True, "store": self.store_ok, "scheduler": self.scheduler.running}
+        return {"config": True, "store": not self.outage.on, "scheduler": self.scheduler.running}
 
     def reload_from(self, load: Callable[[], Config]) -> bool:
         """SIGHUP: read and validate the config again. An invalid one is refused, its problems
@@ -327,17 +420,21 @@ class Daemon:
     async def self_check(self) -> None:
         """The scheduler's own heartbeat: WATCHDOG=1 to systemd and a ping to `heartbeat_url`
         when the database answers and the scheduler runs. A stuck event loop or a dead
-        scheduler sends nothing, and systemd restarts the service."""
+        scheduler sends nothing, and systemd restarts the service. A database that cannot be
+        written does not stop it: probes and pages go on, and a restart would lose the runs
+        waiting in memory."""
         try:
             self.store.db.execute("select 1").fetchone()
         except sqlite3.Error as exc:
             log.error("self-check: the database does not answer: %s", exc)
             return
-        if not (self.store_ok and self.scheduler.running):
+        if not self.scheduler.running:
             log.warning("self-check: unhealthy (%s)", self.ready())
             return
         running = self.scheduler.in_flight
         status = f"{len(self.config.endpoints)} endpoint(s), {running} probe run(s) in progress"
+        if self.outage.on:
+            status += f"; the database cannot be written, {len(self.spool)} run(s) wait in memory"
         self.notify.alive(status)
         await self._heartbeat()
 
@@ -463,6 +560,7 @@ class Daemon:
                 self.ready,
                 self.clock.now,
                 self.config.node,
+                lambda kind: self.config.alerting.runbook(kind),  # as reloaded
             )
             web_config = self.config.web_config
             listener = await web.serve(application, self.config.listen, web_config)
@@ -481,6 +579,15 @@ class Daemon:
         log.info("stopping")
         self.notify.stopping()
         await self.scheduler.stop(grace=SHUTDOWN_GRACE_S)
+        if self.outage.on:  # a last try; what cannot be written now is lost with the process
+            await self.write_back()
+            if self.outage.on:
+                log.error(
+                    "%s cannot be written: %d run(s) waiting in memory, and the alert state "
+                    "since the outage began, are lost",
+                    self.store.path,
+                    len(self.spool),
+                )
         if sender:  # one last delivery round for pages the final runs queued, then stop
             sending.set()
             try:

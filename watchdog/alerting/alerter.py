@@ -18,8 +18,13 @@ from watchdog.alerting.settings import Alerting
 from watchdog.endpoint import Endpoint, Slo
 from watchdog.result import Change, Finding, ProbeResult, TierOutcome
 from watchdog.runtime.clock import from_rfc3339, rfc3339
+from watchdog.store import Held
 
 log = logging.getLogger("mlops_watchdog.alerting")
+
+# What alert decisions and pages read and write: while the database file cannot be written, the
+# daemon holds these in memory (Store.hold_in_memory), so that pages still go out.
+STATE = (Held("alerts", ("endpoint", "kind")), Held("outbox", ("key",)))
 
 
 class Alerter:

@@ -333,6 +333,22 @@ def watchdog_itself() -> list[Panel]:
             span=8,
         ),
         graph(
+            "Database writes failing",
+            "short",
+            (plain("mlops_watchdog_storage_waiting_runs"), "{{node}} ({{instance}}) waiting runs"),
+            (
+                over_interval("increase", plain("mlops_watchdog_storage_write_errors_total")),
+                "{{node}} ({{instance}}) failed writes",
+            ),
+            (
+                over_interval("increase", plain("mlops_watchdog_storage_dropped_runs_total")),
+                "{{node}} ({{instance}}) dropped runs",
+            ),
+            span=8,
+            description="A full disk: runs wait in memory until the database takes writes "
+            "again, and the oldest are dropped once the spool is full; pages go on.",
+        ),
+        graph(
             "Outbox pending",
             "short",
             (plain("mlops_watchdog_outbox_pending"), "{{node}} ({{instance}})"),

@@ -15,7 +15,7 @@ from watchdog.endpoint import Endpoint
 from watchdog.gpu import detectors
 from watchdog.gpu import rows as gpu_rows
 from watchdog.gpu.detectors import Context, ProbeWindow, XidCount, idle
-from watchdog.gpu.nvml import GpuSample, Nvml, Snapshot
+from watchdog.gpu.nvml import GpuSample, Nvml, Snapshot, Xid
 from watchdog.gpu.serving import Procfs, Server
 from watchdog.gpu.settings import Gpu
 from watchdog.result import Finding, ProbeResult
@@ -156,15 +156,23 @@ class GpuWatch:
             u for u, until in self.buffers_until.items() if self.buffers_read.get(u, 0) < until
         }
 
-    def record(self, snapshot: Snapshot | None, now: float) -> Sampled:
-        """Store the sample and the XIDs seen since the last one, and run the detectors on the
-        history with it; call inside the store transaction that also records the alert state,
-        then `remember` what it returns once that has committed."""
+    def new_xids(self) -> list[Xid]:
+        """The XIDs NVML reported since the last call (each is read once)."""
+        return self.nvml.xids() if self.nvml is not None else []
+
+    def record(
+        self, snapshot: Snapshot | None, new: list[Xid], now: float, stored: bool = True
+    ) -> Sampled:
+        """Store the sample and the XIDs seen since the last one (unless the database cannot be
+        written: not `stored`), and run the detectors on the history with it; call inside the
+        store transaction that also records the alert state, then `remember` what it returns
+        once that has committed."""
         db = self.store.db
         latest, lost = self.latest, set(self.lost)
         history = {u: list(s) for u, s in self.history.items()}
         if snapshot is not None:
-            gpu_rows.record_snapshot(db, snapshot)
+            if stored:
+                gpu_rows.record_snapshot(db, snapshot)
             seen = {g.uuid: g for g in snapshot.gpus}
             lost = (lost | (set(latest) - set(seen))) - set(seen)
             latest = seen
@@ -174,9 +182,9 @@ class GpuWatch:
             lost |= set(latest)
             latest = {}
         xids = dict(self.xids)
-        new = self.nvml.xids() if self.nvml is not None else []
         if new:
-            gpu_rows.record_xids(db, new)
+            if stored:
+                gpu_rows.record_xids(db, new)
             for x in new:
                 log.error("GPU %s: XID %d", x.uuid, x.code)
                 before = xids.get((x.uuid, x.code), XidCount(0, 0.0))
@@ -302,10 +310,16 @@ class GpuWatch:
         return RunMeter(endpoint, uuids, now, self.nvml.energy_j(uuids))
 
     def finish(
-        self, meter: RunMeter, results: Sequence[ProbeResult], run_id: str, now: float
+        self,
+        meter: RunMeter,
+        results: Sequence[ProbeResult],
+        run_id: str,
+        now: float,
+        stored: bool = True,
     ) -> Measured:
         """The run's energy per token, and how busy its GPUs were; call in the run's transaction
-        (it stores the energy), then `remember` what it returns once that has committed."""
+        (it stores the energy, when `stored`), then `remember` what it returns once that has
+        committed."""
         assert self.nvml is not None
         utilisation = self.nvml.utilization(meter.uuids)
         for uuid in meter.uuids:  # periodic samples taken during the run count too
@@ -338,21 +352,22 @@ class GpuWatch:
         cost = None
         if per_token is not None and price is not None:
             cost = per_token * 1000 / 3.6e6 * price
-        gpu_rows.record_energy(
-            self.store.db,
-            {
-                "run_id": run_id,
-                "endpoint": meter.endpoint,
-                "started_ts": meter.started,
-                "ended_ts": now,
-                "gpus": ",".join(meter.uuids),
-                "energy_j": joules,
-                "output_tokens": tokens,
-                "joules_per_token": per_token,
-                "cost_per_1k_tokens": cost,
-                "currency": self.settings.currency if cost is not None else None,
-            },
-        )
+        if stored:
+            gpu_rows.record_energy(
+                self.store.db,
+                {
+                    "run_id": run_id,
+                    "endpoint": meter.endpoint,
+                    "started_ts": meter.started,
+                    "ended_ts": now,
+                    "gpus": ",".join(meter.uuids),
+                    "energy_j": joules,
+                    "output_tokens": tokens,
+                    "joules_per_token": per_token,
+                    "cost_per_1k_tokens": cost,
+                    "currency": self.settings.currency if cost is not None else None,
+                },
+            )
         return Measured(window, Energy(joules, tokens, per_token, cost))
 
     def downsample(self, now: float) -> None:

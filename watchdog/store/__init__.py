@@ -6,6 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,16 @@ from watchdog.store.migrations import MIGRATIONS
 
 class StoreError(Exception):
     """The database cannot be opened or written; the message names the file."""
+
+
+@dataclass(frozen=True)
+class Held:
+    """A table that can live in memory while the database file cannot be written: its unique
+    key, and which of its rows to take along."""
+
+    table: str
+    key: tuple[str, ...]
+    rows: str = "true"  # an SQL condition
 
 
 class Store:
@@ -38,6 +49,7 @@ class Store:
             db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             db.enable_wal()
             db.execute("PRAGMA synchronous = NORMAL")  # durable in WAL at commit boundaries
+            db.execute("PRAGMA temp_store = MEMORY")  # see hold_in_memory: not on a full disk
             store = cls(db, str(path))
             store.migrate()
         except (OSError, sqlite3.Error) as exc:
@@ -68,6 +80,55 @@ class Store:
                 yield self.db
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot write: {exc}") from None
+
+    def hold_in_memory(self, tables: Iterable[Held]) -> None:
+        """Copies of these tables in memory, which every statement of this connection then reads
+        and writes instead: SQLite resolves a table name in the `temp` schema first. While the
+        file cannot be written, alert state and pages live on there; `write_back` puts them
+        back. Reading the file needs no space."""
+        for held in tables:
+            if self.holding(held.table):
+                continue
+            ddl = [
+                r["sql"]
+                for r in self.db.query(
+                    "select sql from main.sqlite_master where tbl_name = ? and sql is not null "
+                    "order by type desc",  # the table before its indexes
+                    [held.table],
+                )
+            ]
+            self.db.execute(ddl[0].replace("CREATE TABLE ", "CREATE TEMP TABLE ", 1))
+            for index in ddl[1:]:
+                self.db.execute(index.replace('INDEX "', 'INDEX temp."', 1))
+            self.db.execute(
+                f"insert into temp.[{held.table}] select * from main.[{held.table}] "
+                f"where {held.rows}"
+            )
+
+    def holding(self, table: str) -> bool:
+        row = self.db.execute(
+            "select 1 from temp.sqlite_master where type = 'table' and name = ?", [table]
+        ).fetchone()
+        return row is not None
+
+    def write_back(self, tables: Iterable[Held]) -> None:
+        """Inside a transaction: what the tables held in memory became, into the file (by
+        their unique key, new rows in their order), and the copies dropped."""
+        for held in tables:
+            if not self.holding(held.table):
+                continue
+            every = self.db[held.table].columns
+            # A row id of its own (the outbox's `id`) is the file's to give.
+            columns = [c.name for c in every if not c.is_pk or c.name in held.key]
+            names = ", ".join(f"[{c}]" for c in columns)
+            keys = ", ".join(f"[{c}]" for c in held.key)
+            updates = ", ".join(f"[{c}] = excluded.[{c}]" for c in columns if c not in held.key)
+            self.db.execute(
+                f"insert into main.[{held.table}] ({names}) select {names} "
+                f"from temp.[{held.table}] where true order by rowid "
+                f"on conflict ({keys}) do update set {updates}"
+            )
+            self.db.execute(f"drop table temp.[{held.table}]")
 
     def record_run(
         self,

@@ -15,7 +15,9 @@ class Storage(Strict):
 
     path: str = "/var/lib/mlops-watchdog/watchdog.db"
     """The SQLite database of results, alert state, baselines and GPU samples, relative to the
-    config file. Put it on a local disk the daemon may write; moving it starts an empty history."""
+    config file. Put it on a local disk the daemon may write; moving it starts an empty history.
+    While it cannot be written (a full disk), runs wait in memory, up to 5,000 runs or 64 MiB,
+    and alerts keep paging."""
     csv_dir: str = "/var/lib/mlops-watchdog/reports"
     """Folder, relative to the config file, where the daemon refreshes `health-24h.csv` and
     `daily-24h.html`, and where `mlops-watchdog report` writes by default."""

@@ -12,6 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from watchdog import __version__
+from watchdog.alerting.settings import Alerting
 from watchdog.parsing.fields import parse_listen
 from watchdog.store import Store
 from watchdog.web import status
@@ -26,7 +27,12 @@ def app(
     ready: Callable[[], dict[str, bool]],
     now: Callable[[], datetime],
     node: str = "",
+    runbook: Callable[[str], str] | None = None,
 ) -> web.Application:
+    """`runbook` gives an alert kind's runbook URL (`alerting.runbook_base_url`); without it,
+    the shipped runbooks'."""
+    runbook = runbook or Alerting().runbook
+
     async def metrics(request: web.Request) -> web.Response:
         encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
         response = web.Response(body=encoder(registry), headers={"Content-Type": content_type})
@@ -46,7 +52,8 @@ def app(
 
     async def index(request: web.Request) -> web.Response:
         moment = now()
-        html = status.render(status.collect(store.db, endpoints, moment), moment, __version__, node)
+        page = status.collect(store.db, endpoints, moment, runbook)
+        html = status.render(page, moment, __version__, node)
         return web.Response(text=html, content_type="text/html")
 
     application = web.Application()

@@ -29,6 +29,7 @@ from watchdog.drift.compare import STATUS_VALUE
 from watchdog.endpoint import Endpoint
 from watchdog.probers.server_metrics import EXPORTED
 from watchdog.result import ERROR_CLASSES, Change, ProbeResult, ServerLoad, Signal, TierOutcome
+from watchdog.store.spool import Outage
 
 PREFIX = "mlops_watchdog_"
 # Latency of LLM requests: 10 ms to 2 min.
@@ -110,6 +111,7 @@ class ProbeMetrics:
         # endpoint: until when its engine values count as current (Unix seconds)
         self.loads_until: dict[str, float] = {}
         self.db_bytes: int | None = None  # the database with its WAL, after retention
+        self.outage: Outage | None = None  # failed writes, and the runs waiting for the database
         self.adopt(endpoints, prompts)
 
     def adopt(
@@ -380,6 +382,23 @@ class ProbeCollector(Collector):
         )
         write.add_metric([], m.write.buckets(), m.write.total)
         yield write
+        if m.outage is not None:
+            yield CounterMetricFamily(
+                PREFIX + "storage_write_errors",
+                "Writes to the database that failed (a full disk, most often); runs then wait "
+                "in memory and alerts keep paging.",
+                value=m.outage.failures,
+            )
+            yield GaugeMetricFamily(
+                PREFIX + "storage_waiting_runs",
+                "Probe runs waiting in memory for the database to be written again.",
+                value=len(m.outage.spool),
+            )
+            yield CounterMetricFamily(
+                PREFIX + "storage_dropped_runs",
+                "Probe runs lost because the in-memory spool was full (the oldest go first).",
+                value=m.outage.spool.dropped,
+            )
 
 
 def _server_families(loads: Mapping[str, ServerLoad | None]) -> Iterator[Metric]:
