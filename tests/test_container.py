@@ -176,25 +176,43 @@ def manifests() -> list[tuple[Path, dict[str, Any]]]:
     return found
 
 
-def find(kind: str) -> dict[str, Any]:
-    docs = [doc for _, doc in manifests() if doc["kind"] == kind]
-    assert len(docs) == 1, f"{len(docs)} {kind}(s)"
+def find(kind: str, name: str | None = None) -> dict[str, Any]:
+    docs = [
+        doc
+        for _, doc in manifests()
+        if doc["kind"] == kind and name in (None, doc["metadata"]["name"])
+    ]
+    assert len(docs) == 1, f"{len(docs)} {kind}(s) {name or ''}"
     return docs[0]
 
 
 # kubernetes-validate has schemas for Kubernetes' built-in kinds only; a custom resource gets
-# SchemaNotFoundError. The ServiceMonitor is checked against this fragment instead, written
-# from the Prometheus Operator's CRD (monitoring.coreos.com_servicemonitors.yaml, v0.84): the
-# types, patterns and enums of the fields these manifests use, with unknown fields refused at
-# every level, as strict mode does. Not checked: the CRD's fields these manifests do not use
-# (a new one must be added here from the CRD first), and what only the operator checks
-# (scrapeTimeout <= interval, that the port name exists on the Service).
+# SchemaNotFoundError. The ServiceMonitor and the PrometheusRules are checked against these
+# fragments instead, written from the Prometheus Operator's CRDs
+# (monitoring.coreos.com_servicemonitors.yaml and _prometheusrules.yaml, v0.84): the types,
+# patterns and enums of the fields these manifests use, with unknown fields refused at every
+# level, as strict mode does. Not checked: the CRDs' fields these manifests do not use (a new
+# one must be added here from the CRD first), and what only the operator checks (scrapeTimeout
+# <= interval, that the port name exists on the Service, the rules' PromQL: promtool checks
+# that in tests/test_kubernetes_monitoring.py).
 _DURATION = {
     "type": "string",
     "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$",
 }
 _LABEL_NAME = {"type": "string", "pattern": r"^[a-zA-Z_][a-zA-Z0-9_]*$"}
 _STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+_DNS_LABEL = {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"}
+_METADATA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["name"],
+    "properties": {
+        "name": _DNS_LABEL,
+        "namespace": _DNS_LABEL,
+        "labels": _STRING_MAP,
+        "annotations": _STRING_MAP,
+    },
+}
 _RELABEL = {
     "type": "object",
     "additionalProperties": False,
@@ -223,17 +241,7 @@ SERVICE_MONITOR_V1 = {
     "properties": {
         "apiVersion": {"const": "monitoring.coreos.com/v1"},
         "kind": {"const": "ServiceMonitor"},
-        "metadata": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["name"],
-            "properties": {
-                "name": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                "namespace": {"type": "string", "pattern": r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"},
-                "labels": _STRING_MAP,
-                "annotations": _STRING_MAP,
-            },
-        },
+        "metadata": _METADATA,
         "spec": {
             "type": "object",
             "additionalProperties": False,
@@ -278,7 +286,53 @@ SERVICE_MONITOR_V1 = {
         },
     },
 }
-CUSTOM_RESOURCES = {("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR_V1}
+PROMETHEUS_RULE_V1 = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": _METADATA,
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "groups": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["name"],
+                        "properties": {
+                            "name": {"type": "string", "minLength": 1},
+                            "rules": {
+                                "type": "array",
+                                "items": {
+                                    "type": "object",
+                                    "additionalProperties": False,
+                                    "required": ["expr"],
+                                    "properties": {
+                                        "alert": {"type": "string"},
+                                        "record": {"type": "string"},
+                                        "expr": {"type": ["integer", "string"]},
+                                        "for": _DURATION,
+                                        "labels": _STRING_MAP,
+                                        "annotations": _STRING_MAP,
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+CUSTOM_RESOURCES = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): SERVICE_MONITOR_V1,
+    ("monitoring.coreos.com/v1", "PrometheusRule"): PROMETHEUS_RULE_V1,
+}
 
 
 def validate_all(version: str) -> list[str]:
@@ -308,7 +362,7 @@ def validate_all(version: str) -> list[str]:
 def test_every_manifest_validates_strictly(version: str) -> None:
     if version == "newest":
         version = kubernetes_validate().latest_version()
-    assert validate_all(version) == ["ServiceMonitor"]
+    assert set(validate_all(version)) == {"ServiceMonitor", "PrometheusRule"}
 
 
 def test_strict_validation_refuses_an_unknown_field() -> None:
@@ -321,10 +375,14 @@ def test_strict_validation_refuses_an_unknown_field() -> None:
     monitor["spec"]["endpoints"][0]["honourLabels"] = True
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.Draft202012Validator(SERVICE_MONITOR_V1).validate(monitor)
+    rule = find("PrometheusRule", "mlops-watchdog")
+    rule["spec"]["groups"][0]["rules"][0]["keepFiringFor"] = "5m"
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.Draft202012Validator(PROMETHEUS_RULE_V1).validate(rule)
 
 
 def configmap_config() -> str:
-    config: str = find("ConfigMap")["data"]["config.yaml"]
+    config: str = find("ConfigMap", "mlops-watchdog")["data"]["config.yaml"]
     return config
 
 
@@ -466,7 +524,10 @@ def test_the_mounts_match_the_config_and_the_image(tmp_path: Path) -> None:
     assert str(config_path) == image_command[image_command.index("--config") + 1]
     assert mounts["config"]["mountPath"] == str(config_path.parent)
     assert mounts["config"]["readOnly"] is True
-    assert volumes["config"]["configMap"]["name"] == find("ConfigMap")["metadata"]["name"]
+    assert (
+        volumes["config"]["configMap"]["name"]
+        == find("ConfigMap", "mlops-watchdog")["metadata"]["name"]
+    )
 
     state = Path(exec_form(one(runtime, "VOLUME"))[0])
     assert mounts["state"]["mountPath"] == str(state)
