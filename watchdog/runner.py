@@ -8,10 +8,10 @@ import json
 import logging
 import secrets
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -34,12 +34,14 @@ from watchdog.result import (
     fingerprint_parts,
 )
 from watchdog.runtime.clock import Clock
+from watchdog.runtime.masking import Mask
 
 # While an endpoint answers and its routes are well, its health and ready routes, engine metrics
 # and identity are read at most this often: a probe every second need not load the server it
 # watches with four more requests. A failed prompt has them read again at once.
 log = logging.getLogger(__name__)
 LOOK_EVERY_S = 30.0
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -83,14 +85,6 @@ def new_canary() -> str:
     return secrets.token_hex(5)
 
 
-def redact(text: str | None, secrets: set[str]) -> str | None:
-    if text is None:
-        return None
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
 class Runner:
     """Holds the side effects a probe needs; one per process, shared by every probe."""
 
@@ -105,6 +99,7 @@ class Runner:
         self.client = client
         self.clock = clock
         self.canary = canary
+        self.mask = Mask(config.secrets)
         self.everywhere = asyncio.Semaphore(config.max_concurrency)
         self.limits = {
             name: asyncio.Semaphore(ep.concurrency) for name, ep in config.endpoints.items()
@@ -140,14 +135,21 @@ class Runner:
         load, load_error = (seen.load, seen.load_error) if fresh else (None, None)
         return Run(uuid.uuid4().hex[:16], results, identity, tiers, load, load_error)
 
-    def _unforeseen(self, exc: Exception) -> str:
-        """The reason of a failure no error class foresaw, for the result; its traceback is
-        logged once per kind of exception, not at every run."""
-        what = type(exc).__name__
-        if what not in self.unforeseen:
-            self.unforeseen.add(what)
-            log.error("a probe failed in a way no error class foresaw", exc_info=exc)
-        return redact(f"the watchdog could not probe: {what}: {exc}", self.config.secrets) or what
+    async def _through(self, call: Awaitable[T]) -> T | str:
+        """What a prober hands back (an answer, a look at the routes), with every configured
+        secret masked out of it: a gateway may echo the caller's key, an exception may quote a
+        header. The one door from the probers to what is checked, stored and shown. A failure
+        no error class foresaw comes back as its reason; its traceback is logged, masked, once
+        per kind of exception, not at every run."""
+        try:
+            return self.mask(await call)
+        except Exception as exc:
+            what = type(exc).__name__
+            if what not in self.unforeseen:
+                self.unforeseen.add(what)
+                failed = "a probe failed in a way no error class foresaw"
+                log.error(failed, exc_info=exc, extra={"mask": self.mask})
+            return self.mask(f"the watchdog could not probe: {what}: {exc}")
 
     def _last_look(self, endpoint: Endpoint, probe: Probe) -> Look | None:
         """The endpoint's last look, for a fast probe, while it is recent and all was well."""
@@ -159,35 +161,28 @@ class Runner:
     async def _look_safely(self, endpoint: Endpoint) -> Look:
         """The look, or, when it fails in a way no class foresaw, one with no routes read: the
         prompts are still asked and recorded."""
-        try:
-            return await self._look(endpoint)
-        except Exception as exc:
-            detail = f"probe_error: {self._unforeseen(exc)}"
-            return Look(self.clock.monotonic(), [], {"api": endpoint.api}, None, detail)
-
-    async def _look(self, endpoint: Endpoint) -> Look:
-        """Read the endpoint's health and ready routes, engine metrics and identity."""
         at, before = self.clock.monotonic(), self.looks.get(endpoint.name)
-        tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
-        # What the routes said is stored and shown: a gateway that echoes the caller's
-        # credentials (some answer 401 with the Authorization value) must not put them there.
-        secrets = self.config.secrets
-        tiers = [replace(t, detail=redact(t.detail, secrets) or "") for t in tiers]
-        load, load_error = await self._server_load(endpoint)
-        missing = self.missing.setdefault(endpoint.name, set())
-        identity = await APIS[endpoint.api].identify(self.client, endpoint, Seen(bodies, missing))
-        identity = {k: redact(v, secrets) if isinstance(v, str) else v for k, v in identity.items()}
-        if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
-            identity["template_hash"] = short_hash(endpoint.system_prompt)
-        seen = Look(at, tiers, identity, load, load_error)
+        seen = await self._through(self._look(endpoint, at))
+        if isinstance(seen, str):
+            return Look(at, [], {"api": endpoint.api}, None, f"probe_error: {seen}")
         if seen.well:
             self.looks[endpoint.name] = seen
         if not seen.well or (
-            before and before.identity.get("model_ids") != identity.get("model_ids")
+            before and before.identity.get("model_ids") != seen.identity.get("model_ids")
         ):
             # Down, or serving other models: another server may answer, with other routes.
             self.missing.pop(endpoint.name, None)
         return seen
+
+    async def _look(self, endpoint: Endpoint, at: float) -> Look:
+        """Read the endpoint's health and ready routes, engine metrics and identity."""
+        tiers, bodies = await readiness.routes(self.client, endpoint, self.clock)
+        load, load_error = await self._server_load(endpoint)
+        missing = self.missing.setdefault(endpoint.name, set())
+        identity = await APIS[endpoint.api].identify(self.client, endpoint, Seen(bodies, missing))
+        if endpoint.system_prompt:  # part of what the endpoint is asked, so of the fingerprint
+            identity["template_hash"] = short_hash(endpoint.system_prompt)
+        return Look(at, tiers, identity, load, load_error)
 
     async def _server_load(self, endpoint: Endpoint) -> tuple[ServerLoad | None, str | None]:
         """The engine's queue, batch and cache at probe time: busy, or regressed?"""
@@ -201,9 +196,7 @@ class Runner:
         except TRANSPORT_ERRORS as exc:
             failure = classify(exc, got_headers=False, streaming=False)
             hint = " (set server_metrics: false if it has none)" if failure.status_code else ""
-            return None, redact(
-                f"{failure.error_class}: {failure.detail}{hint}", self.config.secrets
-            )
+            return None, f"{failure.error_class}: {failure.detail}{hint}"
         # Rates between this read and the last one (vLLM V1 reports no generation speed).
         at, (before, last) = self.clock.monotonic(), self.scraped.get(endpoint.name, (0.0, None))
         self.scraped[endpoint.name] = (at, load)
@@ -219,12 +212,13 @@ class Runner:
     ) -> tuple[datetime, Answer]:
         async with self.limits[endpoint.name], self.everywhere:
             started = self.clock.now()
-            try:
-                answer = await APIS[endpoint.api].probe(
-                    self.client, endpoint, model, prompt, stream, self.clock
-                )
-            except Exception as exc:
-                answer = Answer(error_class="probe_error", error_detail=self._unforeseen(exc))
+            got = await self._through(
+                APIS[endpoint.api].probe(self.client, endpoint, model, prompt, stream, self.clock)
+            )
+        if isinstance(got, str):
+            answer = Answer(error_class="probe_error", error_detail=got)
+        else:
+            answer = got
         # Out of the timed section: counting is ours, not the server's.
         tokens.recount(answer, self.config.tokenizers.get(endpoint.name))
         return started, answer
@@ -241,7 +235,6 @@ class Runner:
         endpoint = self.config.endpoints[probe.endpoint]
         prompt = self._prompt(endpoint, golden, index, canary)
         started, answer = await self._request(endpoint, model, prompt, probe.stream)
-        answer.error_detail = redact(answer.error_detail, self.config.secrets)
         outcomes = self._checks(endpoint, prompt, answer)
         storage = self.config.storage
         excerpt, digest = shape_response(answer.text, storage.responses, storage.excerpt_chars)
@@ -258,7 +251,7 @@ class Runner:
             answer=answer,
             checks=outcomes,
             fingerprint=fingerprint(identity, answer.system_fingerprint, golden.hash),
-            response_excerpt=redact(excerpt, self.config.secrets),
+            response_excerpt=excerpt,
             response_sha256=digest,
             output_profile=output,
         )

@@ -397,20 +397,24 @@ def adhoc_config(
         endpoints={endpoint.name: endpoint},
         probes=[probe],
         golden_sets={golden_set: load_golden_set(golden_path)},
-        secrets={v for v in headers.values() if v},
+        secrets=_credentials(endpoint),
         tokenizers=tokenizers,
     )
 
 
 def _credentials(endpoint: Endpoint) -> set[str]:
-    """What basic auth sends (`http://user:PW@host` in base_url becomes such a header), as it
-    could be echoed back: the header's value, its token, and the password in it."""
+    """What the Authorization header sends, in each form a gateway could echo it back: its
+    token (the key of `Bearer KEY`, also when written out or given by `once --api-key-env`);
+    for basic auth (`http://user:PW@host` in base_url becomes such a header), the base64 token,
+    the `user:PW` pair it encodes, and the password."""
     found = set()
     for key, value in endpoint.headers.items():
-        kind, _, token = value.partition(" ")
-        if key.lower() == "authorization" and kind.lower() == "basic" and token:
-            found |= {value, token}
-            with contextlib.suppress(ValueError):
-                password = base64.b64decode(token, validate=True).decode().partition(":")[2]
-                found |= {password} if password else set()
-    return found
+        if key.lower() != "authorization":
+            continue
+        kind, _, token = value.strip().partition(" ")
+        found.add(token.strip() or kind)
+        if kind.lower() == "basic":
+            with contextlib.suppress(ValueError):  # not base64, or not UTF-8 in it
+                pair = base64.b64decode(token.strip(), validate=True).decode()
+                found |= {pair, pair.partition(":")[2]}
+    return found - {""}

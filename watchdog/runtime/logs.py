@@ -7,6 +7,8 @@ import logging
 import sys
 from datetime import UTC, datetime
 
+from watchdog.runtime.masking import Mask
+
 # syslog priorities: journald reads a leading <N> as the line's priority (`journalctl -p`).
 PRIORITY = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -25,14 +27,28 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         if record.exc_info:
-            out["exception"] = self.formatException(record.exc_info)
+            out["exception"] = record.exc_text or self.formatException(record.exc_info)
         line = json.dumps(out, ensure_ascii=False)
         return f"<{PRIORITY.get(record.levelname, 6)}>{line}" if self.journal else line
+
+
+class Masked(logging.Filter):
+    """A line logged with `extra={"mask": mask}` (runtime/masking.py's Mask, of the config's
+    secrets) is written masked, its traceback too: an exception may quote a header or a body."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        mask = getattr(record, "mask", None)
+        if isinstance(mask, Mask):
+            record.msg, record.args = mask(record.getMessage()), None
+            if record.exc_info:  # a handler before this one may have kept it unmasked
+                record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
+        return True
 
 
 def setup(level: str, form: str, journal: bool) -> None:
     """`form`: text, json, or auto (json when stderr is the journal)."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Masked())
     if form == "json" or (form == "auto" and journal):
         handler.setFormatter(JsonFormatter(journal))
     else:
