@@ -48,6 +48,7 @@ KNOWN_METRICS: dict[str, frozenset[str]] = {
         "mlops_watchdog_scheduler_missed_runs_total": "endpoint",
         "mlops_watchdog_storage_write_seconds": "",
         "mlops_watchdog_database_size_bytes": "",
+        "mlops_watchdog_endpoint_state": "endpoint",
         "mlops_watchdog_storage_write_errors_total": "",
         "mlops_watchdog_storage_waiting_runs": "",
         "mlops_watchdog_storage_dropped_runs_total": "",
@@ -72,6 +73,7 @@ KNOWN_METRICS: dict[str, frozenset[str]] = {
         "mlops_watchdog_server_mean_compute_infer_seconds": "endpoint",
         "mlops_watchdog_server_mean_compute_output_seconds": "endpoint",
         "mlops_watchdog_server_mean_request_seconds": "endpoint",
+        "mlops_watchdog_server_mean_inter_token_latency_seconds": "endpoint",
         "mlops_watchdog_drift_status": "endpoint golden_set signal",
         "mlops_watchdog_drift_score": "endpoint golden_set signal",
         "mlops_watchdog_gpu_telemetry_up": "",
@@ -133,6 +135,8 @@ NOT_FROM_LLAMA_CPP = {
     "mlops_watchdog_server_mean_compute_infer_seconds",
     "mlops_watchdog_server_mean_compute_output_seconds",
     "mlops_watchdog_server_mean_request_seconds",
+    # vLLM's, SGLang's and NIM's inter-token latency histogram, as a mean between two reads.
+    "mlops_watchdog_server_mean_inter_token_latency_seconds",
 }
 HISTOGRAMS = {
     "mlops_watchdog_gpu_sampling_seconds",

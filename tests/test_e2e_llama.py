@@ -217,5 +217,8 @@ def test_once_url_needs_no_config(llama_server: LlamaServer, tmp_path: Path) -> 
     done = cli("once", "--url", llama_server.url, "--json", cwd=tmp_path)
     results = [json.loads(line) for line in done.stdout.splitlines()]
     assert [r["prompt_id"] for r in results][:2] == ["capital-france", "arithmetic"], done.stderr
+    # One W3C trace for the run, a span per prompt (llama-server takes the header and ignores it).
+    assert len({r["trace_id"] for r in results}) == 1 and len(results[0]["trace_id"]) == 32
+    assert len({r["span_id"] for r in results}) == len(results)
     assert results[0]["endpoint"] == llama_server.url.removeprefix("http://").replace(":", "-")
     assert list(tmp_path.iterdir()) == []  # --url stores nothing

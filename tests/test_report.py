@@ -38,6 +38,7 @@ def result(
         "token_source": token_source if error_class in (None, "check_failed") else None,
         "started_at": started_at,
         "started_ts": 0.0,
+        "trace_id": f"{abs(hash((endpoint, prompt_id, started_at))):032x}"[-32:],
     }
 
 

@@ -146,6 +146,9 @@ class ProbeResult:
     output_profile: dict[str, int] | None = None  # hashed character 3-grams, for output drift
     # The first answer after a fingerprint change or an endpoint restart: kept out of latency drift.
     cold_reason: str | None = None
+    # The W3C trace context it was sent with: the run's trace, the prompt's span.
+    trace_id: str | None = None
+    span_id: str | None = None
 
     @property
     def cold(self) -> bool:
@@ -195,6 +198,8 @@ class ProbeResult:
             "cold": self.cold,
             "response_excerpt": self.response_excerpt,
             "response_sha256": self.response_sha256,
+            "trace_id": self.trace_id,
+            "span_id": self.span_id,
         }
 
 

@@ -19,11 +19,12 @@ from watchdog.config.load import Config
 from watchdog.drift.compare import profile
 from watchdog.endpoint import Endpoint, Probe
 from watchdog.golden.sets import GoldenSet, Prompt
-from watchdog.probers import APIS, readiness, tokens
+from watchdog.probers import APIS, readiness, tokens, tracing
 from watchdog.probers.exchange import TRANSPORT_ERRORS, classify
 from watchdog.probers.identity import Seen
 from watchdog.probers.openai_common import headers
 from watchdog.probers.server_metrics import scrape, with_rates
+from watchdog.probers.tracing import Span
 from watchdog.result import (
     Answer,
     CheckOutcome,
@@ -117,12 +118,12 @@ class Runner:
             seen, fresh = await self._look_safely(endpoint), True
         identity = seen.identity
         model = endpoint.model or (identity.get("model_ids") or [None])[0]
-        token = self.canary()
+        token, trace = self.canary(), tracing.new_trace_id()
         if endpoint.warmup:
             warmup = self._prompt(endpoint, golden, 0, token)
-            await self._request(endpoint, model, warmup, probe.stream)
+            await self._request(endpoint, model, warmup, probe.stream, tracing.new_span(trace))
         results = [
-            await self._ask(probe, golden, model, i, identity, token)
+            await self._ask(probe, golden, model, i, identity, token, tracing.new_span(trace))
             for i in range(len(golden.prompts))
         ]
         if any(r.answer.error_class for r in results):
@@ -208,13 +209,16 @@ class Runner:
         return prompt.with_extra_tokens(endpoint.reasoning_tokens).with_canary(canary)
 
     async def _request(
-        self, endpoint: Endpoint, model: str | None, prompt: Prompt, stream: bool
+        self, endpoint: Endpoint, model: str | None, prompt: Prompt, stream: bool, span: Span
     ) -> tuple[datetime, Answer]:
         async with self.limits[endpoint.name], self.everywhere:
             started = self.clock.now()
-            got = await self._through(
-                APIS[endpoint.api].probe(self.client, endpoint, model, prompt, stream, self.clock)
-            )
+            with tracing.sending(span):
+                got = await self._through(
+                    APIS[endpoint.api].probe(
+                        self.client, endpoint, model, prompt, stream, self.clock
+                    )
+                )
         if isinstance(got, str):
             answer = Answer(error_class="probe_error", error_detail=got)
         else:
@@ -231,10 +235,11 @@ class Runner:
         index: int,
         identity: dict[str, Any],
         canary: str,
+        span: Span,
     ) -> ProbeResult:
         endpoint = self.config.endpoints[probe.endpoint]
         prompt = self._prompt(endpoint, golden, index, canary)
-        started, answer = await self._request(endpoint, model, prompt, probe.stream)
+        started, answer = await self._request(endpoint, model, prompt, probe.stream, span)
         outcomes = self._checks(endpoint, prompt, answer)
         storage = self.config.storage
         excerpt, digest = shape_response(answer.text, storage.responses, storage.excerpt_chars)
@@ -254,6 +259,8 @@ class Runner:
             response_excerpt=excerpt,
             response_sha256=digest,
             output_profile=output,
+            trace_id=span.trace_id,
+            span_id=span.span_id,
         )
 
     @staticmethod

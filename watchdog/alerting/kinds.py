@@ -18,6 +18,10 @@ class Kind:
     source: str = "probe"  # what observes it: probe results, the GPU detectors, or drift
     # Its name in Alertmanager: the shipped Prometheus rule's where one means the same.
     alertname: str = ""
+    # What it says of the endpoint while it fires, for routers (alerting/targets.py): "down"
+    # (no good answers to send users to) or "degraded" (answers, but wrong, slow, drifted or
+    # off its GPU). GPU kinds about a GPU itself say nothing of one endpoint.
+    serving: str = ""
 
     @property
     def gpu(self) -> bool:
@@ -30,51 +34,75 @@ KINDS: dict[str, Kind] = {
         "critical",
         frozenset({"connect", "dns", "tls"}),
         alertname="EndpointDown",
+        serving="down",
     ),
     "timeout": Kind(
-        "requests time out", "critical", frozenset({"timeout"}), alertname="EndpointTimeout"
+        "requests time out",
+        "critical",
+        frozenset({"timeout"}),
+        alertname="EndpointTimeout",
+        serving="down",
     ),
     "http_error": Kind(
         "HTTP errors",
         "critical",
         frozenset({"rate_limited", "http_status"}),
         alertname="EndpointHTTPErrors",
+        serving="down",
     ),
     "bad_response": Kind(
         "broken responses",
         "warning",
         frozenset({"bad_response", "stream_truncated", "empty_output", "too_large"}),
         alertname="EndpointBadResponses",
+        serving="down",
     ),
     "format": Kind(
         "format checks failing",
         "warning",
         frozenset({"check_failed"}),
         alertname="FormatAccuracyLow",
+        serving="degraded",
     ),
     "probe_error": Kind(
         "the watchdog cannot probe it",
         "critical",
         frozenset({"probe_error"}),
         alertname="ProbeError",
+        serving="degraded",
     ),
-    "latency_slo": Kind("latency above its SLO", "warning", alertname="LatencySLOBreached"),
+    "latency_slo": Kind(
+        "latency above its SLO", "warning", alertname="LatencySLOBreached", serving="degraded"
+    ),
     # A golden prompt talked the model into giving away the run's canary from its system prompt.
     "canary_leak": Kind(
-        "prompt injection leaked the system prompt", "warning", alertname="CanaryLeak"
+        "prompt injection leaked the system prompt",
+        "warning",
+        alertname="CanaryLeak",
+        serving="degraded",
     ),
     # The health route says fine, the golden prompts get no answer: a hung engine behind a live
     # HTTP server, which load balancers and Kubernetes probes keep sending traffic to.
-    "not_serving": Kind("healthy but not serving", "critical", alertname="EndpointNotServing"),
+    "not_serving": Kind(
+        "healthy but not serving", "critical", alertname="EndpointNotServing", serving="down"
+    ),
     "drift": Kind(
-        "behaviour drifted from its baseline", "warning", source="drift", alertname="BehaviourDrift"
+        "behaviour drifted from its baseline",
+        "warning",
+        source="drift",
+        alertname="BehaviourDrift",
+        serving="degraded",
     ),
     "gpu_vram_leak": Kind("VRAM leak", "warning", source="gpu", alertname="GpuVramLeak"),
     "gpu_vram_contention": Kind(
         "VRAM contention", "warning", source="gpu", alertname="GpuVramContention"
     ),
     "gpu_idle_while_serving": Kind(
-        "GPU idle while serving", "critical", source="gpu", alertname="GpuIdleWhileServing"
+        "GPU idle while serving",
+        "critical",
+        source="gpu",
+        alertname="GpuIdleWhileServing",
+        serving="degraded",
     ),
     "gpu_throttling": Kind("GPU throttling", "warning", source="gpu", alertname="GpuThrottling"),
     "gpu_hardware": Kind(

@@ -22,6 +22,8 @@ from watchdog.dashboards.panels import (
 UID = "mlops-watchdog-endpoints"
 FILENAME = f"{UID}.json"
 OK_STATES = {0: ("failing", "red"), 1: ("ok", "green")}
+# mlops_watchdog_endpoint_state: what /targets/<endpoint>/ready tells routers.
+SERVING_STATES = {0: ("ok", "green"), 1: ("degraded", "orange"), 2: ("down", "red")}
 
 
 def ep(metric: str) -> str:
@@ -42,6 +44,22 @@ def latency(title: str, histogram: str, slo: str = "", description: str = "") ->
 
 def health() -> list[Panel]:
     return [
+        timeline(
+            "Serving, as routers see it",
+            "none",
+            (
+                f"max by (node, endpoint) ({ep('mlops_watchdog_endpoint_state')})",
+                "{{node}}/{{endpoint}}",
+            ),
+            states=SERVING_STATES,
+            span=24,
+            height=5,
+            description=(
+                "From the firing alerts, as GET /targets/<endpoint>/ready answers routers: down "
+                "(503) while no good answers come, degraded while they are wrong, slow, drifted "
+                "or off the GPU, ok otherwise."
+            ),
+        ),
         timeline(
             "Probe success",
             "bool",
@@ -114,7 +132,10 @@ def serving() -> list[Panel]:
             "Engine throughput",
             "suffix: tok/s",
             (ep("mlops_watchdog_server_generation_tokens_per_second"), "{{node}}/{{endpoint}}"),
-            description="Generation speed the engine reports (llama.cpp, SGLang, vLLM V0).",
+            description=(
+                "Generation speed the engine reports (llama.cpp, SGLang, vLLM V0), or its token "
+                "counter's growth between two reads (vLLM V1, NIM)."
+            ),
         ),
         graph(
             "Health check duration",
@@ -133,7 +154,8 @@ def serving() -> list[Panel]:
 
 
 def engine() -> list[Panel]:
-    """What only some engines say about themselves (vLLM, SGLang, Triton): empty for llama.cpp."""
+    """What only some engines say about themselves (vLLM, SGLang, NIM, Triton): empty for
+    llama.cpp."""
     return [
         graph(
             "Engine KV-cache usage",
@@ -146,6 +168,17 @@ def engine() -> list[Panel]:
             "Engine time to first token",
             "mlops_watchdog_server_ttft_seconds",
             description="The engine's own TTFT histogram over all its traffic, next to the probes'.",
+        ),
+        graph(
+            "Engine inter-token latency",
+            "s",
+            (ep("mlops_watchdog_server_mean_inter_token_latency_seconds"), "{{node}}/{{endpoint}}"),
+            span=6,
+            description=(
+                "Mean time between two outputs of a request as the engine measured it (vLLM, "
+                "SGLang, NIM), over those it made between two reads: all its traffic, not only "
+                "the probes'."
+            ),
         ),
         single(
             "Engine uptime",
@@ -163,8 +196,8 @@ def engine() -> list[Panel]:
             ),
             description=(
                 "Requests the engine finished and failed per second between two reads of its "
-                "counters (Triton). A streaming Triton model counts a request once it has taken "
-                "it: only the probes' answers show it hung."
+                "counters (Triton, NIM). A streaming Triton model counts a request once it has "
+                "taken it: only the probes' answers show it hung."
             ),
         ),
         graph(

@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from watchdog.endpoint import Endpoint
+from watchdog.probers import tracing
 from watchdog.result import Answer, ErrorClass
 from watchdog.runtime.clock import Clock
 
@@ -252,7 +253,11 @@ async def send(
     connect = min(timeout_s / 2, CONNECT_TIMEOUT_S)
     timeout = {"connect": connect, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
     request = httpx.Request(
-        method, _url(url), headers=sent, content=body, extensions={"timeout": timeout}
+        method,
+        _url(url),
+        headers=tracing.with_traceparent(sent),
+        content=body,
+        extensions={"timeout": timeout},
     )
     response = await client.send(request, stream=True)
     try:

@@ -24,6 +24,8 @@ COLUMNS = [
     "last_run",
     # Last, so that a spreadsheet reading columns by position keeps working.
     "token_source",
+    "last_trace_id",  # the W3C trace of the last run, and of the last failed one
+    "last_failed_trace_id",
 ]
 # A cell starting with one of these is a formula to Excel and LibreOffice (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -65,9 +67,16 @@ def health(results: pd.DataFrame) -> pd.DataFrame:
                 # How the answers' tokens were counted: `events` (Triton's stream without a
                 # tokenizer) has no tokens/s, and `estimate` is a guess.
                 "token_source": "+".join(sorted(answered["token_source"].dropna().unique())),
+                "last_trace_id": _last(g["trace_id"]),
+                "last_failed_trace_id": _last(g.loc[g["ok"] == 0, "trace_id"]),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _last(values: pd.Series) -> str:
+    present = values.dropna()
+    return str(present.iloc[-1]) if len(present) else ""
 
 
 def excel_safe(frame: pd.DataFrame) -> pd.DataFrame:

@@ -247,6 +247,8 @@ def _row(run_id: str, r: ProbeResult) -> dict[str, Any]:
                 "fingerprint",
                 "response_excerpt",
                 "response_sha256",
+                "trace_id",
+                "span_id",
             )
         },
         "cold": int(r.cold),

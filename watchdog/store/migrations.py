@@ -333,6 +333,13 @@ def _8_token_events(db: Database) -> None:
     )
 
 
+def _9_trace_context(db: Database) -> None:
+    # The W3C trace context each golden prompt was sent with (probers/tracing.py): what to look
+    # up in an engine's traces.
+    db.table("results").add_column("trace_id", str)
+    db.table("results").add_column("span_id", str)
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _1_results,
     _2_alerting,
@@ -342,4 +349,5 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _6_retention,
     _7_run_lookups,
     _8_token_events,
+    _9_trace_context,
 ]

@@ -1,4 +1,5 @@
-"""The HTTP listener: /metrics, /healthz, /readyz and the status page, on `listen:`."""
+"""The HTTP listener: /metrics, /healthz, /readyz, each endpoint's readiness for routers
+(/targets/<endpoint>/ready) and the status page, on `listen:`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector
 
 from watchdog import __version__
+from watchdog.alerting import targets
 from watchdog.alerting.settings import Alerting
 from watchdog.parsing.fields import parse_listen
 from watchdog.store import Store
@@ -50,6 +52,17 @@ def app(
             text=body, status=200 if all(checks.values()) else 503, content_type="application/json"
         )
 
+    async def target_ready(request: web.Request) -> web.Response:
+        """For routers and load balancers: 200 while the endpoint may get traffic, 503 while
+        it is down (or degraded, with ?strict=1), from the alert state; the body says why."""
+        name = request.match_info["endpoint"]
+        if name not in endpoints:
+            body = {"error": f"no endpoint named {name!r} is watched here"}
+            return web.json_response(body, status=404)
+        found = targets.target(store.db, name)
+        strict = request.query.get("strict", "") not in ("", "0", "false")
+        return web.json_response(found.to_json(), status=200 if found.ready(strict) else 503)
+
     async def index(request: web.Request) -> web.Response:
         moment = now()
         page = status.collect(store.db, endpoints, moment, runbook)
@@ -62,6 +75,7 @@ def app(
             web.get("/metrics", metrics),
             web.get("/healthz", healthz),
             web.get("/readyz", readyz),
+            web.get("/targets/{endpoint}/ready", target_ready),
             web.get("/", index),
         ]
     )

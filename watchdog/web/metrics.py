@@ -23,7 +23,7 @@ from prometheus_client.samples import Sample
 from sqlite_utils import Database
 
 from watchdog import __version__
-from watchdog.alerting import outbox
+from watchdog.alerting import outbox, targets
 from watchdog.alerting.kinds import KINDS, PROBE_KINDS, leaked
 from watchdog.drift.compare import STATUS_VALUE
 from watchdog.endpoint import Endpoint
@@ -476,6 +476,15 @@ class AlertingCollector(Collector):
             for endpoint in self.endpoints()
             for kind in kinds
         }
+        serving = targets.firing(self.db)
+        yield _gauge(
+            "endpoint_state",
+            "What /targets/<endpoint>/ready tells routers, from the firing alerts: 0 ok "
+            "(also before the first run), 1 degraded (answers, but wrong, slow, drifted or off "
+            "its GPU), 2 down.",
+            ["endpoint"],
+            {(e,): float(targets.VALUES[serving.get(e, ("ok",))[0]]) for e in self.endpoints()},
+        )
         yield _gauge(
             "alerts_firing",
             "1 while an alert of this kind is firing for the endpoint.",

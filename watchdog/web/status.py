@@ -15,6 +15,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 from sqlite_utils import Database
 
+from watchdog.alerting import targets
 from watchdog.alerting.kinds import KINDS
 from watchdog.gpu.rows import iso
 from watchdog.reports.svg import seconds, sparkline
@@ -49,6 +50,7 @@ class EndpointStatus:
     name: str
     base_url: str
     state: str  # ok | failing | firing | unknown
+    serving: str = "unknown"  # what /targets/<name>/ready tells routers: ok | degraded | down
     runs: int = 0
     pass_rate: float | None = None
     last_at: str | None = None
@@ -99,6 +101,7 @@ def collect(
         title = kind.title if kind else r["kind"]
         alert = Alert(r["kind"], title, _second(r["since"]), r["summary"] or "", runbook(r["kind"]))
         alerts[r["endpoint"]].append(alert)
+    serving = targets.firing(db)
     statuses = {
         name: EndpointStatus(name, base_url, "unknown", alerts=alerts[name])
         for name, base_url in sorted(endpoints.items())
@@ -141,6 +144,7 @@ def collect(
             status.state = "ok" if all(p.ok for p in status.prompts) else "failing"
         if status.alerts:
             status.state = "firing"
+        status.serving = serving.get(status.name, ("ok",))[0] if status.runs else "unknown"
     return Page(list(statuses.values()), _gpus(db, since, alerts))
 
 
