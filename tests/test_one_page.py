@@ -14,7 +14,10 @@ import httpx
 import pytest
 
 from tests.conftest import FakeClock
+from tests.fakeslack import FakeSlack
 from tests.test_serving import Server, body, chat
+from watchdog.alerting.kinds import KINDS
+from watchdog.alerting.notifiers.slack import WebhookNotifier
 from watchdog.config.load import load_config
 from watchdog.daemon import Daemon
 from watchdog.store import Store
@@ -94,19 +97,30 @@ probes:
         return server.handle(request)
 
     store = Store.open(tmp_path / "w.db")
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
-        daemon = Daemon(cfg, client, store, clock)
+    with FakeSlack() as slack:
+        notifier = WebhookNotifier(slack.webhook_url, timeout_s=1)
+        async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+            daemon = Daemon(cfg, client, store, clock, notifier)
+            assert daemon.sender is not None
 
-        async def runs(n: int) -> None:
-            for _ in range(n):
-                await daemon.probe_once(cfg.probes[0])
-                clock.advance(2)  # a fast probe: the routes are read at most every 30 s
+            async def runs(n: int) -> None:
+                for _ in range(n):
+                    await daemon.probe_once(cfg.probes[0])
+                    await daemon.sender.deliver_due()
+                    clock.advance(2)  # a fast probe: the routes are read at most every 30 s
 
-        await runs(3)  # healthy first
-        broken["now"] = True
-        await runs(4)
-        broken["now"] = False
-        await runs(2)  # success_threshold runs, well within LOOK_EVERY_S
+            await runs(3)  # healthy first
+            broken["now"] = True
+            await runs(4)
+            broken["now"] = False
+            await runs(2)  # success_threshold runs, well within LOOK_EVERY_S
+    # What on-call got: one page, then one resolution.
+    title = KINDS[kind].title
+    texts = [m["text"] for m in slack.accepted]
+    assert len(texts) == 2, texts
+    node, runs_in_a_row = daemon.alerter.node, cfg.alerting.failure_threshold
+    assert texts[0].endswith(f"e on {node}: {title} ({runs_in_a_row} runs in a row)")
+    assert texts[1].startswith(f"✅ resolved: e on {node}: {title} after"), texts
     pages = [
         (r["event"], r["kind"])
         for r in store.db.query("select event, kind from outbox where event != 'reminder'")
