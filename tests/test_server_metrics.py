@@ -17,16 +17,32 @@ import pytest
 
 from tests.peers import LlamaServer
 from watchdog.probers import server_metrics
+from watchdog.probers.engine_names import ENGINES
 from watchdog.probers.exchange import Failure
 from watchdog.probers.server_metrics import parse, scrape
 from watchdog.result import ServerLoad
 
 FIXTURES = Path(__file__).parent / "fixtures" / "server_metrics"
 VLLM_MODEL = 'model_name="Qwen/Qwen2.5-7B-Instruct"'
+SGLANG_MODEL = 'model_name="meta-llama/Llama-3.1-8B-Instruct"'
+NIM_MODEL = 'model_name="meta/llama-3.1-8b-instruct"'
 
 
 def fixture(name: str) -> str:
     return (FIXTURES / name).read_text()
+
+
+def grown(load: ServerLoad, by: dict[str, tuple[float, float]]) -> ServerLoad:
+    """`load` read again after each histogram named in `by` took (count, sum) more, spread
+    evenly over its series."""
+    totals = dict(load.totals)
+    for histogram, (count, total) in by.items():
+        for part, more in (("_count", count), ("_sum", total)):
+            keys = [k for k in totals if k.startswith(histogram + part + "{")]
+            assert keys, f"{histogram}{part} is not in the read"
+            for key in keys:
+                totals[key] += more / len(keys)
+    return replace(load, totals=totals)
 
 
 def test_vllm_sums_engines_and_takes_the_fullest_cache() -> None:
@@ -54,11 +70,65 @@ def test_vllm_ttft_histogram_is_summed_bucket_by_bucket() -> None:
     assert ttft.sum == pytest.approx(2.418 + 0.67)
 
 
+def test_vllm_inter_token_latency_is_a_mean_between_reads() -> None:
+    """`vllm:inter_token_latency_seconds` (since 0.11): the mean of what both engines observed
+    between two reads. Its cumulative mean since the start would hide today's slowness."""
+    first = parse(fixture("vllm.txt"))
+    key = f'vllm:inter_token_latency_seconds_count{{engine="1",{VLLM_MODEL}}}'
+    assert first.totals[key] == 19376.0
+    assert first.totals[key.replace("_count", "_sum")] == 469.08
+    assert "mean_inter_token_latency_seconds" not in first.values  # one read is no mean
+    second = grown(first, {"vllm:inter_token_latency_seconds": (200, 5.0)})
+    load = server_metrics.with_rates(second, first, 15.0)
+    assert load.values["mean_inter_token_latency_seconds"] == 0.025
+    assert load.sources["mean_inter_token_latency_seconds"] == (
+        "vllm:inter_token_latency_seconds_sum per vllm:inter_token_latency_seconds_count"
+    )
+    # No token generated between the reads: no mean, rather than 0.
+    idle = server_metrics.with_rates(first, first, 15.0)
+    assert "mean_inter_token_latency_seconds" not in idle.values
+    # A restart sends the count down: no mean either.
+    restarted = server_metrics.with_rates(first, second, 15.0)
+    assert "mean_inter_token_latency_seconds" not in restarted.values
+
+
 def test_former_vllm_cache_name_still_maps() -> None:
     load = parse(fixture("vllm-old.txt"))
     assert load.values["kv_cache_usage_ratio"] == 0.113
     assert load.sources["kv_cache_usage_ratio"] == "vllm:gpu_cache_usage_perc"
     assert (load.values["requests_running"], load.values["requests_waiting"]) == (1.0, 0.0)
+
+
+def test_former_vllm_time_per_output_token_name_still_maps() -> None:
+    first = parse(fixture("vllm-old.txt"))
+    assert first.totals[f"vllm:time_per_output_token_seconds_count{{{VLLM_MODEL}}}"] == 4299.0
+    second = grown(first, {"vllm:time_per_output_token_seconds": (50, 1.0)})
+    load = server_metrics.with_rates(second, first, 5.0)
+    assert load.values["mean_inter_token_latency_seconds"] == 0.02
+    assert load.sources["mean_inter_token_latency_seconds"].startswith(
+        "vllm:time_per_output_token_seconds_sum per"
+    )
+
+
+def test_current_inter_token_name_wins_while_both_are_served() -> None:
+    # vLLM 0.11 serves both; 0.12 the old one behind --show-hidden-metrics-for-version=0.11.
+    histograms = "".join(
+        f"# TYPE vllm:{name} histogram\n"
+        f'vllm:{name}_bucket{{le="+Inf",model_name="m"}} 10\n'
+        f'vllm:{name}_count{{model_name="m"}} 10\n'
+        f'vllm:{name}_sum{{model_name="m"}} 0.5\n'
+        for name in ("time_per_output_token_seconds", "inter_token_latency_seconds")
+    )
+    first = parse(histograms)
+    second = grown(
+        first,
+        {
+            "vllm:inter_token_latency_seconds": (10, 0.2),
+            "vllm:time_per_output_token_seconds": (10, 9.0),
+        },
+    )
+    load = server_metrics.with_rates(second, first, 1.0)
+    assert load.values == {"mean_inter_token_latency_seconds": pytest.approx(0.02)}
 
 
 def test_current_name_wins_while_both_are_served() -> None:
@@ -82,13 +152,94 @@ def test_sglang() -> None:
         "kv_cache_usage_ratio": 0.28,
         "generation_tokens_per_second": 86.50814177726902,
     }
+    # Streamed and whole answers are series of their own (`is_streaming`), summed.
     assert load.ttft is not None and (load.ttft.count, load.ttft.sum) == (1102.0, 871.25)
     assert dict(load.ttft.buckets)[0.4] == 411.0
     assert load.sources["ttft_seconds"] == "sglang:time_to_first_token_seconds"
     assert load.started_at is None  # multiprocess mode has no process collector
-    assert load.totals[
-        'sglang:generation_tokens_total{model_name="meta-llama/Llama-3.1-8B-Instruct"}'
-    ]
+    streamed = f'engine_type="unified",is_streaming="true",{SGLANG_MODEL}'
+    assert load.totals[f"sglang:generation_tokens_total{{{streamed}}}"] == 690000.0
+    assert (
+        load.totals[
+            f'sglang:inter_token_latency_seconds_count{{engine_type="unified",{SGLANG_MODEL}}}'
+        ]
+        == 754655.0
+    )
+
+
+def test_sglang_inter_token_latency_is_a_mean_between_reads() -> None:
+    # SGLang observes each token of a step at the step's time divided among them.
+    first = parse(fixture("sglang.txt"))
+    second = grown(first, {"sglang:inter_token_latency_seconds": (400, 12.0)})
+    load = server_metrics.with_rates(second, first, 10.0)
+    assert load.values["mean_inter_token_latency_seconds"] == 0.03
+    assert load.sources["mean_inter_token_latency_seconds"] == (
+        "sglang:inter_token_latency_seconds_sum per sglang:inter_token_latency_seconds_count"
+    )
+
+
+def test_nim_reads_vllms_family_without_its_prefix() -> None:
+    load = parse(fixture("nim.txt"))
+    assert load.values == {
+        "requests_waiting": 1.0,
+        "requests_running": 3.0,
+        "kv_cache_usage_ratio": 0.064,
+    }
+    assert load.sources == {
+        "requests_waiting": "num_requests_waiting",
+        "requests_running": "num_requests_running",
+        "kv_cache_usage_ratio": "gpu_cache_usage_perc",  # the name NIM's docs give
+        "ttft_seconds": "time_to_first_token_seconds",
+    }
+    assert load.ttft is not None and (load.ttft.count, load.ttft.sum) == (80.0, 3.2)
+    assert load.started_at == 1765201142.17
+    model = f"{{{NIM_MODEL}}}"
+    assert load.totals == {
+        f"generation_tokens_total{model}": 9812.0,
+        f"time_per_output_token_seconds_sum{model}": 129.4,
+        f"time_per_output_token_seconds_count{model}": 9732.0,
+        f"request_success_total{model}": 79.0,
+        f"request_failure_total{model}": 1.0,
+        f"prompt_tokens_total{model}": 18450.0,
+    }
+
+
+def test_nim_counters_become_speed_requests_and_inter_token_latency() -> None:
+    first = parse(fixture("nim.txt"))
+    model = f"{{{NIM_MODEL}}}"
+    totals = dict(first.totals)
+    totals[f"generation_tokens_total{model}"] += 1000
+    totals[f"request_success_total{model}"] += 8
+    totals[f"request_failure_total{model}"] += 2
+    second = grown(replace(first, totals=totals), {"time_per_output_token_seconds": (992, 19.84)})
+    load = server_metrics.with_rates(second, first, 10.0)
+    assert load.values == {
+        **first.values,
+        "generation_tokens_per_second": 100.0,
+        "request_successes_per_second": 0.8,
+        "request_failures_per_second": 0.2,
+        "mean_inter_token_latency_seconds": pytest.approx(0.02),
+    }
+    assert load.sources["generation_tokens_per_second"] == "rate of generation_tokens_total"
+
+
+def test_a_body_is_read_through_one_engines_names() -> None:
+    """Unprefixed names are NIM's only in a body of no prefixed family: another exporter's
+    `num_requests_running` beside llama-server's, or NIM-like counters beside vLLM's, are not
+    mixed in."""
+    stray = (
+        "# TYPE num_requests_running gauge\nnum_requests_running 99\n"
+        "# TYPE generation_tokens counter\ngeneration_tokens_total 5\n"
+    )
+    assert parse(fixture("llamacpp.txt") + stray) == parse(fixture("llamacpp.txt"))
+    assert parse(fixture("vllm.txt") + stray) == parse(fixture("vllm.txt"))
+    alone = parse(stray)  # only NIM's names: NIM's
+    assert alone.values == {"requests_running": 99.0}
+    assert alone.totals == {"generation_tokens_total": 5.0}
+    # A body of no engine: its start time, nothing else.
+    assert parse("process_start_time_seconds 1.7e9\nhttp_requests_total 3\n") == ServerLoad(
+        values={}, started_at=1.7e9
+    )
 
 
 def test_tgi_counters_without_total_suffix() -> None:
@@ -259,7 +410,7 @@ def test_to_json_is_compact_and_json_able() -> None:
 
 def test_exported_names_cover_what_parse_yields() -> None:
     names = [name for name, _, _ in server_metrics.EXPORTED]
-    assert set(server_metrics.NAMES) <= set(names)
+    assert {n for engine in ENGINES.values() for n in engine.names} <= set(names)
     assert {"ttft_seconds", "start_time_seconds"} <= set(names)
     assert len(names) == len(set(names))
     for name, kind, help_text in server_metrics.EXPORTED:

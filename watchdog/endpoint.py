@@ -66,8 +66,10 @@ class Endpoint(Strict):
     `-`, up to 64. Renaming it starts a new history."""
     api: str
     """The API it speaks: `openai-chat` (vLLM, llama.cpp, SGLang, LM Studio),
-    `openai-completions`, `ollama`, `tgi`, `triton` (needs `model`) or `http` (a JSON service of
-    your own: needs `path`, `body_template` and `text_path`)."""
+    `openai-completions`, `sglang` (OpenAI chat, ready when SGLang's `/health_generate` makes a
+    token), `nim` (NVIDIA NIM for LLMs: OpenAI chat with NIM's `/v1/health` and `/v1/metrics`
+    routes), `ollama`, `tgi`, `triton` (needs `model`) or `http` (a JSON service of your own:
+    needs `path`, `body_template` and `text_path`)."""
     base_url: str
     """The server's root URL, http:// or https://, without the API's path (e.g.
     `http://127.0.0.1:8000`, not `.../v1`). A user and password in it
@@ -109,21 +111,23 @@ class Endpoint(Strict):
     """`api: http` only: the dotted path to the answer in the response JSON, e.g. `output.text`."""
     health_path: str | None = None
     """The liveness route checked before each run (at most every 30 s for a faster probe while
-    all answers; see `probes[].every`); by default the API's own (`/health` for the OpenAI APIs
-    and TGI, `/api/version` for Ollama, `/v2/health/live` for Triton, none for `http`). `null`
-    turns it off."""
+    all answers; see `probes[].every`); by default the API's own (`/health` for the OpenAI APIs,
+    SGLang and TGI, `/v1/health/live` for NIM, `/api/version` for Ollama, `/v2/health/live` for
+    Triton, none for `http`). `null` turns it off."""
     ready_path: str | None = None
     """The readiness route checked before each run, as `health_path` is; by default the API's own
-    (`/v1/models` for the OpenAI APIs, `/info` for TGI, `/api/tags` for Ollama,
-    `/v2/models/MODEL/ready` for Triton: its `/v2/health/ready` says ready while the model is still
-    loading, or is not there at all; none for `http`). `null` turns it off."""
+    (`/v1/models` for the OpenAI APIs, `/health_generate` for SGLang, `/v1/health/ready` for NIM,
+    `/info` for TGI, `/api/tags` for Ollama, `/v2/models/MODEL/ready` for Triton: its
+    `/v2/health/ready` says ready while the model is still loading, or is not there at all; none
+    for `http`). `null` turns it off."""
     server_metrics: bool | None = None
     """Read the engine's own Prometheus metrics at each run (as `health_path` is) and re-export
-    its queue, running requests, KV-cache usage and TTFT as `mlops_watchdog_server_*`. By default
-    on for the OpenAI APIs and TGI, or when `metrics_url` is given; turn it off behind a gateway."""
+    its queue, running requests, KV-cache usage, TTFT and inter-token latency as
+    `mlops_watchdog_server_*`. By default on for the OpenAI APIs, SGLang, NIM and TGI, or when
+    `metrics_url` is given; turn it off behind a gateway."""
     metrics_url: str | None = None
-    """Where the engine's metrics are read; by default `base_url` + `/metrics`. Triton serves
-    them on port 8002: give it here."""
+    """Where the engine's metrics are read; by default `base_url` + `/metrics` (`/v1/metrics`
+    for NIM). Triton serves them on port 8002: give it here."""
     tokenizer: str | None = None
     """The served model's tokenizer, a Hugging Face `tokenizer.json` (relative to the config
     file), to count the tokens of answers whose server sends no count: Triton, TGI without

@@ -3,7 +3,16 @@ with one line: how to ask it, how it says what it serves, its routes and what it
 
 from __future__ import annotations
 
-from watchdog.probers import http, ollama, openai_chat, openai_completions, tgi, triton
+from watchdog.probers import (
+    http,
+    nim,
+    ollama,
+    openai_chat,
+    openai_completions,
+    sglang,
+    tgi,
+    triton,
+)
 from watchdog.probers.api import Api
 
 APIS: dict[str, Api] = {
@@ -11,6 +20,8 @@ APIS: dict[str, Api] = {
     for api in (
         openai_chat.API,
         openai_completions.API,
+        sglang.API,
+        nim.API,
         ollama.API,
         tgi.API,
         triton.API,

@@ -38,7 +38,8 @@ class Api:
     # The readiness route, likewise. `{model}` stands for the endpoint's model, for an engine
     # that says whether that very model is ready (a server can be up with it still loading).
     ready_path: str | None = None
-    serves_metrics: bool = False  # Prometheus text at base_url/metrics
+    serves_metrics: bool = False  # Prometheus text at base_url + metrics_path
+    metrics_path: str = "/metrics"
     # What an endpoint of this API must set, as a config problem; None when it has all.
     needs: Callable[[Endpoint], str | None] = _needs_nothing
 
@@ -55,7 +56,7 @@ class Api:
             wanted = endpoint.metrics_url is not None or self.serves_metrics
         if not wanted:
             return None
-        return endpoint.metrics_url or endpoint.base_url + "/metrics"
+        return endpoint.metrics_url or endpoint.base_url + self.metrics_path
 
     @staticmethod
     def _route(endpoint: Endpoint, key: str, default: str | None) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from watchdog.endpoint import Endpoint
-from watchdog.probers import tracing
+from watchdog.probers.tracing import with_traceparent
 from watchdog.result import Answer, ErrorClass
 from watchdog.runtime.clock import Clock
 
@@ -255,7 +255,7 @@ async def send(
     request = httpx.Request(
         method,
         _url(url),
-        headers=tracing.with_traceparent(sent),
+        headers=with_traceparent(sent),
         content=body,
         extensions={"timeout": timeout},
     )

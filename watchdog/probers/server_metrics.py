@@ -7,118 +7,21 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Final, Literal
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from watchdog.probers.engine_names import ENGINES, Mean, Rate, engine_of
 from watchdog.probers.exchange import ACCEPT_ENCODING, Failure, get_text
 from watchdog.result import START_MARKER_HEADER, ServerLoad, TtftHistogram
 
-# Operator-facing name -> the engine metric names that carry it, first one present wins. Current
-# names come before former ones, so an upstream rename costs one more entry and no code.
-NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {
-        "requests_waiting": (
-            "vllm:num_requests_waiting",
-            "llamacpp:requests_deferred",
-            "sglang:num_queue_reqs",
-            "tgi_queue_size",
-            "nv_inference_pending_request_count",  # Triton, one series per model and version
-        ),
-        "requests_running": (
-            "vllm:num_requests_running",
-            "llamacpp:requests_processing",
-            "sglang:num_running_reqs",
-            "tgi_batch_current_size",
-        ),
-        "kv_cache_usage_ratio": (
-            "vllm:kv_cache_usage_perc",  # a 0-1 fraction despite "perc"
-            "vllm:gpu_cache_usage_perc",  # its name before vLLM 0.9
-            "sglang:token_usage",
-            "llamacpp:kv_cache_usage_ratio",  # older llama-server builds only
-        ),
-        "generation_tokens_per_second": (
-            # llama-server averages over the window since the previous /metrics read, and each
-            # read starts a new window: another scraper of the same server shortens ours.
-            "llamacpp:predicted_tokens_seconds",
-            "sglang:gen_throughput",
-            "vllm:avg_generation_throughput_toks_per_s",  # vLLM V0 only
-        ),
-    }
-)
-# Operator-facing name -> counters whose growth per second between two reads stands in for it,
-# where the engine reports none of NAMES' gauges itself: vLLM V1 dropped V0's throughput gauge.
-RATES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
-    {
-        "generation_tokens_per_second": ("vllm:generation_tokens_total",),
-        # Triton: its pending-request gauge stays 0 while a model hangs; answers per second
-        # falling to 0 shows it.
-        "request_successes_per_second": ("nv_inference_request_success",),
-        "request_failures_per_second": ("nv_inference_request_failure",),  # one per reason
-    }
-)
-# Operator-facing name -> (a counter of microseconds, the counter of requests they add up over):
-# their growths between two reads give the mean per request in seconds. Triton adds a request's
-# durations when it succeeds. A decoupled model's (a stream) end when its execute() hands the
-# request over, before most of the responses: its compute is not the stream's length.
-MEANS: Final[Mapping[str, tuple[str, str]]] = MappingProxyType(
-    {
-        "mean_queue_seconds": (
-            "nv_inference_queue_duration_us",
-            "nv_inference_request_success",
-        ),
-        "mean_compute_input_seconds": (
-            "nv_inference_compute_input_duration_us",
-            "nv_inference_request_success",
-        ),
-        "mean_compute_infer_seconds": (
-            "nv_inference_compute_infer_duration_us",
-            "nv_inference_request_success",
-        ),
-        "mean_compute_output_seconds": (
-            "nv_inference_compute_output_duration_us",
-            "nv_inference_request_success",
-        ),
-        "mean_request_seconds": (
-            "nv_inference_request_duration_us",
-            "nv_inference_request_success",
-        ),
-    }
-)
 # Series of one gauge (per model_name, engine index, Triton model) are summed: queues and batches
 # add up. A usage ratio does not: two engines at 0.5 are not one full cache, and the fullest one
 # is where requests wait, so it takes the largest.
 LARGEST_ACROSS_SERIES: Final = frozenset({"kv_cache_usage_ratio"})
 
-# Histograms of time to first token in seconds, summed across label sets bucket by bucket.
-TTFT_NAMES: Final = (
-    "vllm:time_to_first_token_seconds",
-    "sglang:time_to_first_token_seconds",
-)
-
 START_TIME_NAME: Final = "process_start_time_seconds"
-# Cumulative counters that only a restart (or an unloaded model) sends down. Names as the engines
-# write them; counters without `_total` (TGI, Triton) match too.
-RESTART_COUNTERS: Final = (
-    "llamacpp:prompt_tokens_total",
-    "llamacpp:tokens_predicted_total",
-    "llamacpp:n_decode_total",
-    "vllm:prompt_tokens_total",
-    "vllm:generation_tokens_total",
-    "sglang:prompt_tokens_total",
-    "sglang:generation_tokens_total",
-    "tgi_request_count",
-    "nv_inference_request_success",
-    # Triton's other counters: RATES and MEANS read their growth from the same totals.
-    "nv_inference_request_failure",
-    "nv_inference_queue_duration_us",
-    "nv_inference_compute_input_duration_us",
-    "nv_inference_compute_infer_duration_us",
-    "nv_inference_compute_output_duration_us",
-    "nv_inference_request_duration_us",
-)
 
 MetricType = Literal["gauge", "histogram"]
 # What the collector re-exports as mlops_watchdog_server_<name>{endpoint}.
@@ -147,6 +50,12 @@ EXPORTED: Final[tuple[tuple[str, MetricType, str], ...]] = (
         "ttft_seconds",
         "histogram",
         "Time to first token as the inference engine measures it, cumulative since it started.",
+    ),
+    (
+        "mean_inter_token_latency_seconds",
+        "gauge",
+        "Mean time between two outputs of a request as the inference engine measures it, over "
+        "those it made between its last two reads (one step may give several tokens).",
     ),
     (
         "start_time_seconds",
@@ -210,31 +119,38 @@ class _Sample:
 
 
 def parse(text: str) -> ServerLoad:
-    """Map Prometheus text to a ServerLoad; ValueError if it is not the text format."""
+    """Map Prometheus text to a ServerLoad through the names of the one engine it comes from
+    (engine_names.ENGINES); ValueError if it is not the text format."""
     scalars, histograms = _index(text)
+    present = scalars.keys() | histograms.keys()
+    present |= {name + suffix for name in histograms for suffix in ("_sum", "_count")}
+    engine = engine_of(present)
+    starts = [s.value for s in scalars.get(START_TIME_NAME, ()) if math.isfinite(s.value)]
+    started_at = max(starts) if starts else None
+    if engine is None:
+        return ServerLoad({}, None, started_at)
     values: dict[str, float] = {}
     sources: dict[str, str] = {}
-    for name, candidates in NAMES.items():
+    for name, candidates in engine.names.items():
         for metric in candidates:
+            if not isinstance(metric, str):
+                continue  # a rate or a mean: with_rates, from two reads
             found = [s.value for s in scalars.get(metric, ()) if math.isfinite(s.value)]
             if found:
                 values[name] = max(found) if name in LARGEST_ACROSS_SERIES else math.fsum(found)
                 sources[name] = metric
                 break
     ttft = None
-    for metric in TTFT_NAMES:
-        if metric in histograms:
-            ttft = _histogram(metric, histograms[metric])
-            sources["ttft_seconds"] = metric
-            break
-    starts = [s.value for s in scalars.get(START_TIME_NAME, ()) if math.isfinite(s.value)]
+    if engine.ttft in histograms:
+        ttft = _histogram(engine.ttft, histograms[engine.ttft])
+        sources["ttft_seconds"] = engine.ttft
     totals = {
         _series(metric, s.labels): s.value
-        for metric in RESTART_COUNTERS
-        for s in scalars.get(metric, ())
+        for metric in engine.cumulative()
+        for s in _cumulative(metric, scalars, histograms)
         if math.isfinite(s.value)
     }
-    return ServerLoad(values, ttft, max(starts) if starts else None, totals, sources)
+    return ServerLoad(values, ttft, started_at, totals, sources)
 
 
 async def scrape(
@@ -258,25 +174,33 @@ async def scrape(
 def with_rates(
     load: ServerLoad, previous: ServerLoad | None, elapsed_s: float, model: str | None = None
 ) -> ServerLoad:
-    """`load` with the RATES it lacks and the MEANS, from how far their counters grew since
+    """`load` with the rates and means it lacks, from how far their counters grew since
     `previous`, read `elapsed_s` seconds before. None at a first read, nor after a restart (a
-    counter went down). Where the series carry a `model` label (Triton), only `model`'s count:
-    a TensorRT-LLM ensemble's steps are models of their own, each counting every request."""
+    counter went down), nor a mean when its count did not grow. Where the series carry a `model`
+    label (Triton), only `model`'s count: a TensorRT-LLM ensemble's steps are models of their
+    own, each counting every request."""
     if previous is None or elapsed_s <= 0:
         return load
     values, sources = dict(load.values), dict(load.sources)
-    for name, counters in RATES.items():
-        for counter in counters:
-            if name in values:
-                break
-            grown = _growth(load, previous, counter, model)
-            if grown is not None:
-                values[name] = grown / elapsed_s
-                sources[name] = f"rate of {counter}"
-    for name, (total, count) in MEANS.items():
-        spent, done = _growth(load, previous, total, model), _growth(load, previous, count, model)
-        if spent is not None and done:  # no request completed: no mean, rather than 0
-            values[name], sources[name] = spent / done / 1e6, f"{total} per {count}"
+    # parse kept only one engine's counters in `totals`: the others' sources find nothing.
+    for engine in ENGINES.values():
+        for name, candidates in engine.names.items():
+            for source in candidates:
+                if name in values:
+                    break
+                if isinstance(source, Rate):
+                    grown = _growth(load, previous, source.counter, model)
+                    if grown is not None:
+                        values[name], sources[name] = grown / elapsed_s, str(source)
+                elif isinstance(source, Mean):
+                    spent = _growth(load, previous, source.total, model)
+                    done = _growth(load, previous, source.count, model)
+                    if spent is None or done is None:
+                        continue
+                    if done:  # nothing finished: no mean, rather than 0
+                        values[name] = spent / done * source.scale
+                        sources[name] = str(source)
+                    break
     return dataclasses.replace(load, values=values, sources=sources)
 
 
@@ -323,6 +247,18 @@ def _index(text: str) -> tuple[dict[str, list[_Sample]], dict[str, list[tuple[st
     except ValueError as exc:
         raise ValueError(f"not Prometheus text format: {_short(exc)}") from None
     return scalars, histograms
+
+
+def _cumulative(
+    metric: str,
+    scalars: Mapping[str, list[_Sample]],
+    histograms: Mapping[str, list[tuple[str, _Sample]]],
+) -> list[_Sample]:
+    """A counter's series, or those of a histogram's `_sum` or `_count`."""
+    if metric in scalars:
+        return scalars[metric]
+    family = metric.removesuffix("_sum").removesuffix("_count")
+    return [sample for name, sample in histograms.get(family, ()) if name == metric]
 
 
 def _histogram(family: str, samples: Iterable[tuple[str, _Sample]]) -> TtftHistogram:
