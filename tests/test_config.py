@@ -18,7 +18,7 @@ ENV = {"LLM_API_KEY": "k3y-from-env"}
 KNOWN_KEYS = {
     "top": (
         "storage, listen, node, include, endpoints, probes, alerting, gpu, drift, baseline, "
-        "max_concurrency, retention, heartbeat_url, web_config_file"
+        "max_concurrency, retention, heartbeat_url, web_config_file, otlp"
     ),
     "storage": "path, csv_dir, responses, excerpt_chars, report_every",
     "endpoint": (
@@ -27,7 +27,7 @@ KNOWN_KEYS = {
         "server_metrics, metrics_url, tokenizer, warmup, reasoning_tokens"
     ),
 }
-APIS = "supported: openai-chat, openai-completions, ollama, tgi, triton, http"
+APIS = "supported: openai-chat, openai-completions, sglang, nim, ollama, tgi, triton, http"
 NOT_A_DURATION = "is not a duration; write e.g. 30s, 5m, 1h30m or 2d"
 CHECKS = (
     "contains, not_contains, not_contains_canary, equals, regex, one_of, is_json, json_schema, "

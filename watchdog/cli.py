@@ -29,6 +29,7 @@ from watchdog.daemon import Daemon
 from watchdog.drift import attribution, baselines
 from watchdog.endpoint import Probe
 from watchdog.gpu.nvml import Nvml
+from watchdog.otlp import export as otlp
 from watchdog.parsing.fields import parse_duration
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.probers.transport import http_client
@@ -257,6 +258,9 @@ include: [probes/*.yaml]          # one file per endpoint; copy the examples
 # gpu:                            # NVML telemetry is on wherever a driver answers
 #   price_per_kwh: 0.30           # prices energy per token as cost per 1k tokens
 
+# otlp:                           # also push GenAI metrics to an OpenTelemetry collector
+#   endpoint: http://otel-collector:4318/v1/metrics   # needs mlops-watchdog[otlp]
+
 # retention:
 #   raw_days: 14                  # every result; hourly rollups are kept 400 days
 """
@@ -273,6 +277,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     notify = Notify()
     path = config_path(args.config)
+    try:
+        exporter = otlp.build(config.otlp, config.node, _env()) if config.otlp else None
+    except otlp.OtlpUnavailable as exc:
+        raise Exit(f"{exc} (set in {config.path})") from None
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -281,7 +289,14 @@ def cmd_run(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, stop.set)
         async with http_client() as client:
             daemon = Daemon(
-                config, client, store, SystemClock(), notifier, nvml=nvml, notify=notify
+                config,
+                client,
+                store,
+                SystemClock(),
+                notifier,
+                nvml=nvml,
+                notify=notify,
+                otlp=exporter,
             )
             # In the loop, between probe runs: never half a config.
             loop.add_signal_handler(

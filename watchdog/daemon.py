@@ -24,6 +24,7 @@ from watchdog.drift.watch import DriftWatch
 from watchdog.endpoint import Endpoint, Probe
 from watchdog.gpu.nvml import Nvml
 from watchdog.gpu.watch import GpuWatch, RunMeter
+from watchdog.otlp.export import Exporter
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.reports.daily import write_daily
 from watchdog.reports.health import health, write_csv
@@ -79,6 +80,7 @@ class Daemon:
         registry: CollectorRegistry | None = None,
         nvml: Nvml | None = None,
         notify: Notify | None = None,
+        otlp: Exporter | None = None,
     ):
         self.config = config
         self.notify = notify or Notify({})
@@ -124,6 +126,9 @@ class Daemon:
         self.metrics.db_bytes = retention.size_bytes(store.db)
         self.recorder = Recorder.of(store, config.endpoints)
         self.gpu = GpuWatch(config.gpu, config.endpoints, nvml, store)
+        self.otlp = otlp  # OpenTelemetry export, when `otlp:` is set
+        if otlp is not None:
+            otlp.watch_gpus(lambda: (list(self.gpu.latest.values()), self.gpu.driver))
         self.registry.register(
             ProbeCollector(
                 self.metrics, lambda: self.drift.signals, lambda: self.clock.now().timestamp()
@@ -149,6 +154,8 @@ class Daemon:
         # Nothing older waits for the database: this run goes in now, or waits in memory too.
         if self.outage.on or not self._store(endpoint, probe, run, meter):
             self._hold(endpoint, run, meter)
+        if self.otlp is not None:  # stored or not: the collector hears of every run
+            self.otlp.record(endpoint, run.results)
         self.metrics.observe_run(run.results, self.clock.now().timestamp())
         self.metrics.observe_serving(
             probe.endpoint,
@@ -567,6 +574,8 @@ class Daemon:
             scheme = "https" if web_config and web_config.tls else "http"
             log.info("metrics and status page on %s://%s/", scheme, self.config.listen)
         self.gpu.start(self.clock.now().timestamp())
+        if self.otlp is not None:
+            log.info("%s", self.otlp.describe())
         self.schedule()
         self.scheduler.start()
         status = (
@@ -597,4 +606,6 @@ class Daemon:
         if listener:
             await listener.cleanup()
         self.gpu.close()
+        if self.otlp is not None:
+            self.otlp.close()
         self._refresh_report()

@@ -25,6 +25,8 @@ from watchdog.drift.compare import DriftSettings
 from watchdog.endpoint import Endpoint, Probe
 from watchdog.golden.sets import GoldenSet, load_golden_set
 from watchdog.gpu.settings import Gpu
+from watchdog.otlp import export as otlp_export
+from watchdog.otlp.settings import Otlp
 from watchdog.parsing.fields import http_url, parse_listen
 from watchdog.parsing.permissions import permission_problems
 from watchdog.parsing.validate import Strict, parse
@@ -79,6 +81,9 @@ class TopLevel(Strict):
     web_config_file: str | None = None
     """TLS and basic auth on the listener: a file in the Prometheus exporter web-config format,
     relative to this file."""
+    otlp: Otlp | None = None
+    """Also push the GenAI client metrics (and optionally `hw.gpu.*`) to an OpenTelemetry
+    collector over OTLP/HTTP; off when unset."""
 
     @field_validator("heartbeat_url")
     @classmethod
@@ -122,6 +127,7 @@ class Config:
     node: str = field(default_factory=socket.gethostname)
     # Each endpoint's `tokenizer`, read, by endpoint name.
     tokenizers: dict[str, TokenCounter] = field(default_factory=dict, repr=False)
+    otlp: Otlp | None = None
 
     def resolve(self, relative: str) -> Path:
         """A path written in the config, relative to the config file's folder."""
@@ -157,6 +163,7 @@ RESTART = (
     "alerting.alertmanager",
     "gpu",
     "retention.every",
+    "otlp",
 )
 
 
@@ -291,6 +298,8 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
             if name not in endpoints:
                 at = ("alerting", "maintenance", n, "endpoints")
                 main.problems.append(main.problem(at, f"no endpoint named {name!r}"))
+    if top and top.otlp:
+        _check_otlp(main, top)
     if not endpoints and not main.problems:
         main.problems.append(main.problem(("endpoints",), "no endpoints configured"))
     web_config = None
@@ -312,6 +321,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         raise InvalidFile(_dedupe(problems))
     assert top is not None
     secrets = set().union(*(d.secrets for d in docs), *map(_credentials, endpoints.values()))
+    secrets |= _otlp_secrets(top.otlp)
     return Config(
         path,
         top.storage,
@@ -331,6 +341,7 @@ def load_config(path: Path, env: dict[str, str] | None = None) -> Config:
         web_config,
         top.node or socket.gethostname(),
         tokenizers,
+        otlp=top.otlp,
     )
 
 
@@ -355,6 +366,25 @@ def _read_tokenizer(
             doc.problems.append(doc.problem(key, str(exc)))
             return
     tokenizers[endpoint.name] = by_file[file]
+
+
+def _check_otlp(doc: Document, top: TopLevel) -> None:
+    """`otlp:` needs its optional packages, and `otlp.gpu` needs GPU telemetry."""
+    assert top.otlp is not None
+    problem = otlp_export.missing()
+    if problem:
+        doc.problems.append(doc.problem(("otlp",), problem))
+    if top.otlp.gpu and top.gpu.enabled is False:
+        needs = "needs GPU telemetry: gpu.enabled is false"
+        doc.problems.append(doc.problem(("otlp", "gpu"), needs))
+
+
+def _otlp_secrets(otlp: Otlp | None) -> set[str]:
+    """Every OTLP header value is a credential, and so is the token of `Bearer TOKEN`."""
+    found: set[str] = set()
+    for value in otlp.headers.values() if otlp else ():
+        found |= {value.strip(), value.strip().partition(" ")[2].strip()}
+    return found - {""}
 
 
 def _dedupe(problems: list[Problem]) -> list[Problem]:

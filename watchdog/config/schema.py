@@ -60,6 +60,7 @@ def _hints() -> dict[tuple[str, str], dict[str, Any]]:
         ("AlertmanagerPush", "urls"): url,
         ("Throttle", "reasons"): {"enum": list(CLOCK_EVENT_REASONS)},
         ("Gpu", "currency"): {"pattern": "^[A-Z]{3}$"},
+        ("Otlp", "endpoint"): url,
     }
 
 

@@ -1,0 +1,1 @@
+"""OpenTelemetry export, optional: the GenAI client metrics and hw.gpu.* pushed over OTLP/HTTP."""
