@@ -149,7 +149,9 @@ async def serving(tmp_path: Path, config: WebConfig | None) -> AsyncIterator[str
     """The real app on a free loopback port; yields its base URL."""
     store = Store.open(tmp_path / "w.db")
     listen = f"127.0.0.1:{free_port()}"
-    app = web.app(CollectorRegistry(), store, {}, lambda: {"config": True}, lambda: NOW)
+    app = web.app(
+        CollectorRegistry(), store, {"e": "http://e:1"}, lambda: {"config": True}, lambda: NOW
+    )
     runner = await web.serve(app, listen, config)
     try:
         yield f"{'https' if config and config.tls else 'http'}://{listen}"
@@ -195,6 +197,8 @@ async def test_basic_auth_guards_every_path(tmp_path: Path, pki: Pki) -> None:
         ok = await client.get("/metrics", headers=basic("prometheus", PASSWORD))
         assert ok.status_code == 200 and ok.headers["X-Frame-Options"] == "deny"
         assert (await client.get("/healthz", headers=basic("prometheus", PASSWORD))).text == "ok\n"
+        target = await client.get("/targets/e/ready", headers=basic("prometheus", PASSWORD))
+        assert target.status_code == 200 and target.json()["state"] == "unknown"  # over TLS
         refused = [
             await client.get("/metrics"),
             await client.get("/metrics", headers=basic("prometheus", "wrong")),
@@ -202,6 +206,7 @@ async def test_basic_auth_guards_every_path(tmp_path: Path, pki: Pki) -> None:
             await client.get("/metrics", headers={"Authorization": f"Bearer {PASSWORD}"}),
             await client.get("/healthz"),
             await client.get("/readyz"),
+            await client.get("/targets/e/ready"),
             await client.get("/"),
             await client.get("/no-such-page"),
         ]
