@@ -10,6 +10,7 @@ import pytest
 
 from tests.engines import triton
 from tests.engines.vllm import VllmServer, start_vllm, stop_vllm
+from tests.otlp_receiver import Receiver, receiving
 from tests.peers import LlamaServer, PeerMissing, start_llama_server, stop
 
 IN_CI = os.environ.get("CI") == "true"
@@ -36,10 +37,19 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServ
 
 
 @pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VllmServer]:
+def engine_traces() -> Iterator[Receiver]:
+    """Where the session's vLLM sends the spans of the requests it serves (OTLP/HTTP)."""
+    with receiving("/v1/traces") as receiver:
+        yield receiver
+
+
+@pytest.fixture(scope="session")
+def vllm_server(
+    tmp_path_factory: pytest.TempPathFactory, engine_traces: Receiver
+) -> Iterator[VllmServer]:
     """One real vLLM (CPU build, SmolLM2) for the session: it takes about 40 s to start."""
     try:
-        server = start_vllm(tmp_path_factory.mktemp("vllm"))
+        server = start_vllm(tmp_path_factory.mktemp("vllm"), traces=engine_traces.url)
     except PeerMissing as exc:
         need(str(exc))
         raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -10,7 +11,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -263,3 +264,60 @@ def stop_process(process: subprocess.Popen[bytes]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait()
+
+
+def nginx_binary() -> Path:
+    found = Path(shutil.which("nginx") or "/usr/sbin/nginx")
+    if not found.exists():
+        raise PeerMissing("nginx is not installed (apt-get install nginx-light)")
+    return found
+
+
+@contextlib.contextmanager
+def running_nginx(folder: Path, http: str, answers: str) -> Iterator[None]:
+    """A real nginx with `http` (server blocks and the like) inside its `http { }`, its pid,
+    logs and temp files in `folder`; yields once `answers` (a URL) answers anything."""
+    conf = folder / "nginx.conf"
+    conf.write_text(
+        f"""
+daemon off;
+{"user root;" if os.geteuid() == 0 else ""}  # its workers read this private folder
+pid {folder}/nginx.pid;
+error_log {folder}/error.log;
+events {{ worker_connections 64; }}
+http {{
+  access_log off;
+  client_body_temp_path {folder}/body;
+  proxy_temp_path {folder}/proxy;
+  fastcgi_temp_path {folder}/fastcgi;
+  uwsgi_temp_path {folder}/uwsgi;
+  scgi_temp_path {folder}/scgi;
+{http}
+}}
+"""
+    )
+    binary = str(nginx_binary())
+    checked = subprocess.run(
+        [binary, "-t", "-p", str(folder), "-c", str(conf)], capture_output=True
+    )
+    if checked.returncode != 0:
+        raise RuntimeError(f"nginx refuses {conf}: {checked.stderr.decode()}")
+    process = subprocess.Popen(
+        [binary, "-p", str(folder), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(answers, timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"nginx did not answer at {answers}") from None
+                time.sleep(0.05)  # waiting for nginx to bind, not for our code
+        yield
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
 import shutil
 import signal
 import sqlite3
@@ -25,7 +24,7 @@ import pytest
 
 from tests.conftest import need
 from tests.fakeslack import FakeSlack
-from tests.peers import LlamaServer, free_port
+from tests.peers import LlamaServer, free_port, running_nginx
 from tests.test_e2e_llama import ROOT, cli, rows
 
 PASSWORD = "pl4nted-s3cret"
@@ -43,29 +42,15 @@ def nginx(tmp_path: Path, llama_server: LlamaServer) -> Iterator[dict[str, str]]
     """nginx on free ports: `auth`, basic auth (user `probe`) then llama-server behind it;
     `echo`, a gateway that answers 401 with the caller's Authorization value, as some do;
     `parrot`, the same but for its chat route, which answers 200 with that value as the text."""
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
     openssl = shutil.which("openssl")
-    if not Path(binary).exists() or openssl is None:
+    if not (shutil.which("nginx") or Path("/usr/sbin/nginx").exists()) or openssl is None:
         need("nginx and openssl are not installed (apt-get install nginx-light openssl)")
     hashed = subprocess.run(
         [openssl, "passwd", "-apr1", PASSWORD], capture_output=True, text=True, check=True
     ).stdout.strip()
     (tmp_path / "htpasswd").write_text(f"probe:{hashed}\n")
     port, echo, parrot = free_port(), free_port(), free_port()
-    (tmp_path / "nginx.conf").write_text(
-        f"""
-daemon off;
-{"user root;" if os.geteuid() == 0 else ""}  # its workers read this private folder
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp_path}/body;
-  proxy_temp_path {tmp_path}/proxy;
-  fastcgi_temp_path {tmp_path}/fastcgi;
-  uwsgi_temp_path {tmp_path}/uwsgi;
-  scgi_temp_path {tmp_path}/scgi;
+    servers = f"""
   server {{
     listen 127.0.0.1:{port};
     location / {{
@@ -87,31 +72,14 @@ http {{
     }}
     location / {{ return 401 "invalid credentials: $http_authorization\n"; }}
   }}
-}}
 """
-    )
-    process = subprocess.Popen(
-        [binary, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf")],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
     url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health").status_code == 401:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
+    with running_nginx(tmp_path, servers, url + "/health"):
         yield {
             "auth": url,
             "echo": f"http://127.0.0.1:{echo}",
             "parrot": f"http://127.0.0.1:{parrot}",
         }
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def config(tmp_path: Path, url: str) -> Path:

@@ -26,7 +26,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import need
-from tests.engines.vllm import VllmServer, start_vllm, stop_vllm
+from tests.engines.vllm import VllmServer, start_vllm, stop_vllm, tail
+from tests.otlp_receiver import Receiver
 from tests.peers import free_port
 from watchdog import cli
 from watchdog.alerting.kinds import observe
@@ -167,6 +168,31 @@ def test_streamed_answers_counts_and_ttft_agree_with_vllm(
         assert cumulative - buckets_before.get(le, 0) >= sum(t <= le for t in ours), le
     theirs = after[count.replace("count", "sum")] - before[count.replace("count", "sum")]
     assert theirs <= sum(ours) < theirs + 3 * 1.0  # HTTP, tokenising, detokenising: < 1 s each
+
+
+def test_vllm_ties_its_span_to_the_probe_that_asked(
+    tmp_path: Path, vllm_server: VllmServer, engine_traces: Receiver
+) -> None:
+    """vLLM's OTLP tracing takes our `traceparent`: its request span joins the run's trace, as
+    a child of the prompt's span, so the stored trace id finds the engine's side."""
+    cfg = config(tmp_path, vllm_server)
+    store = Store.open(tmp_path / "w.db")
+    asyncio.run(probe(cfg, store))
+    (sent,) = store.db.query("select trace_id, span_id from results")
+    store.close()
+    deadline, spans = time.monotonic() + 30, []
+    while not spans and time.monotonic() < deadline:
+        spans = [
+            span
+            for request in engine_traces.of("/v1/traces")
+            for resource in request.resource_spans
+            for scope in resource.scope_spans
+            for span in scope.spans
+            if span.trace_id.hex() == sent["trace_id"]
+        ]
+        time.sleep(0.2)  # vLLM's batch exporter sends every 200 ms here
+    assert spans, f"no span of trace {sent['trace_id']} from vLLM: {tail(vllm_server.log)}"
+    assert {span.parent_span_id.hex() for span in spans} == {sent["span_id"]}
 
 
 def test_unstreamed_answers_count_as_vllm_counts(tmp_path: Path, vllm_server: VllmServer) -> None:

@@ -1,10 +1,8 @@
 """OpenTelemetry export against a real OTLP/HTTP receiver on a loopback socket.
 
-No OpenTelemetry Collector binary can be had here (the registries offer only wrappers that
-download one at run time), and Debian's Prometheus (2.42) predates its OTLP receiver (2.47). So
-the receiver is a local HTTP server that decodes each `ExportMetricsServiceRequest` with the
-official `opentelemetry-proto` messages: the exporter under test is the SDK's own, unmocked, and
-what it sends is read as a collector reads it. Probes are driven through httpx.MockTransport,
+The receiver (tests/otlp_receiver.py, and why no collector runs here) decodes each
+`ExportMetricsServiceRequest` with the official `opentelemetry-proto` messages: the exporter
+under test is the SDK's own, unmocked, and what it sends is read as a collector reads it. Probes are driven through httpx.MockTransport,
 and every test forces the export with a flush instead of waiting for the interval.
 """
 
@@ -15,22 +13,18 @@ import logging
 import sys
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
-    ExportMetricsServiceRequest,
-    ExportMetricsServiceResponse,
-)
 from opentelemetry.proto.common.v1.common_pb2 import KeyValue
 
 from tests.conftest import FakeClock
 from tests.fakenvml import UUID, FakeGpu, FakeNvml, samples
+from tests.otlp_receiver import Receiver, receiving
 from watchdog import __version__, cli
 from watchdog.config.load import Config, load_config
 from watchdog.daemon import Daemon
@@ -61,48 +55,10 @@ CHUNKS = ["Pa", "ri", "s"]  # three content chunks: one first chunk, two gaps
 # The receiver ---------------------------------------------------------------------------------
 
 
-@dataclass
-class Export:
-    headers: dict[str, str]
-    request: ExportMetricsServiceRequest
-
-
-@dataclass
-class Receiver:
-    url: str
-    got: list[Export] = field(default_factory=list)
-    status: int = 200
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    """An OTLP/HTTP metrics receiver on a free loopback port, in its own thread (the exporter's
-    flush blocks the test's thread until the receiver answers)."""
-    box: list[Receiver] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            request = ExportMetricsServiceRequest()
-            request.ParseFromString(body)
-            box[0].got.append(Export({k.lower(): v for k, v in self.headers.items()}, request))
-            reply = ExportMetricsServiceResponse().SerializeToString()
-            self.send_response(box[0].status)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(reply)))
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    box.append(Receiver(f"http://127.0.0.1:{server.server_port}/v1/metrics"))
-    thread = threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True)
-    thread.start()
-    yield box[0]
-    server.shutdown()
-    server.server_close()
+    with receiving() as found:
+        yield found
 
 
 def value(v: Any) -> Any:

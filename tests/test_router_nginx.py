@@ -6,9 +6,6 @@ knows the golden prompts fail."""
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -19,6 +16,7 @@ import pytest
 
 from tests.conftest import FakeClock, need
 from tests.faultserver import free_port
+from tests.peers import PeerMissing, nginx_binary, running_nginx
 from tests.test_one_page import GOLDEN
 from tests.test_serving import Server, body, chat
 from watchdog.config.load import load_config
@@ -29,9 +27,9 @@ from watchdog.web import listener as web
 ROUTERS = Path(__file__).resolve().parent.parent / "deploy" / "routers"
 
 
-def nginx_conf(tmp_path: Path, ports: dict[str, int]) -> Path:
+def routers(tmp_path: Path, ports: dict[str, int]) -> str:
     """The shipped example on free ports and in tmp_path, its caches at 1 s to keep the test
-    short, inside the few lines a whole nginx.conf needs."""
+    short, and the two replicas: nginx answering with its name."""
     gate = tmp_path / "gate.conf"
     gate.write_text((ROUTERS / "mlops-watchdog-gate.conf").read_text().replace(" 5s;", " 1s;"))
     example = (ROUTERS / "nginx.conf").read_text()
@@ -56,27 +54,7 @@ def nginx_conf(tmp_path: Path, ports: dict[str, int]) -> Path:
   }}"""
         for name in ("llm-a", "llm-b")
     )
-    conf = tmp_path / "nginx.conf"
-    conf.write_text(
-        f"""
-daemon off;
-{"user root;" if os.geteuid() == 0 else ""}
-pid {tmp_path}/nginx.pid;
-error_log {tmp_path}/error.log;
-events {{ worker_connections 64; }}
-http {{
-  access_log off;
-  client_body_temp_path {tmp_path}/body;
-  proxy_temp_path {tmp_path}/proxy;
-  fastcgi_temp_path {tmp_path}/fastcgi;
-  uwsgi_temp_path {tmp_path}/uwsgi;
-  scgi_temp_path {tmp_path}/scgi;
-{example}
-{replicas}
-}}
-"""
-    )
-    return conf
+    return example + replicas
 
 
 @pytest.fixture
@@ -88,26 +66,12 @@ def ports() -> dict[str, int]:
 
 @pytest.fixture
 def nginx(tmp_path: Path, ports: dict[str, int]) -> Iterator[None]:
-    binary = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(binary).exists():
-        need("nginx is not installed (apt-get install nginx-light)")
-    conf = nginx_conf(tmp_path, ports)
-    checked = subprocess.run([binary, "-t", "-c", str(conf)], capture_output=True, text=True)
-    assert checked.returncode == 0, checked.stderr
-    process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                httpx.get(f"http://127.0.0.1:{ports['llm-a']}/", timeout=1)
-                break
-            except httpx.TransportError:
-                assert time.monotonic() < deadline, "nginx did not start"
-                time.sleep(0.05)
+        nginx_binary()
+    except PeerMissing as exc:
+        need(str(exc))
+    with running_nginx(tmp_path, routers(tmp_path, ports), f"http://127.0.0.1:{ports['llm-a']}/"):
         yield
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 async def test_traffic_leaves_a_replica_the_watchdog_says_is_down(

@@ -58,9 +58,11 @@ def start_vllm(
     port: int = 0,
     api_key: str = "vllm-test-key",
     max_model_len: int = 2048,
+    traces: str | None = None,
 ) -> VllmServer:
     """vLLM on 127.0.0.1:`port` (a free one by default) serving `model` as `model`, its caches
-    and log in `folder`; returns once /health and /v1/models answer."""
+    and log in `folder`; returns once /health and /v1/models answer. With `traces`, an OTLP/HTTP
+    URL, it exports its request spans there."""
     python, weights = vllm_paths(model)
     port = port or free_port()
     cache = folder / "cache"
@@ -105,6 +107,10 @@ def start_vllm(
         "--seed",
         "0",
     ]
+    if traces:
+        args += ["--otlp-traces-endpoint", traces]
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = "http/protobuf"
+        env["OTEL_BSP_SCHEDULE_DELAY"] = "200"  # ms: spans out soon after the request
     log = folder / f"vllm-{model}-{port}.log"
     out = log.open("ab")
     process = subprocess.Popen(
