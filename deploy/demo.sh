@@ -51,6 +51,7 @@ cat <<INFO
 mlops-watchdog is watching SmolLM2-135M-Instruct with golden_sets/demo.yaml every 30 s.
   status     http://$listen/   (each prompt's last answer, the alerts)
   metrics    http://$listen/metrics
+  routers    http://$listen/targets/local-smol/ready   (200 while it answers well, 503 while down)
   config     $DEMO/config.yaml
   database   $DEMO/watchdog.db       (sqlite3 $DEMO/watchdog.db 'select * from results')
   CSV report $DEMO/reports/health-24h.csv   (refreshed every minute)

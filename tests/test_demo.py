@@ -59,6 +59,9 @@ def test_the_demo_starts_green_and_says_where_to_look(
             failed = conn.execute("select prompt_id from results where ok = 0").fetchall()
             firing = conn.execute("select kind from alerts where state != 'ok'").fetchall()
         assert failed == [] and firing == [], (failed, firing)
+        target = httpx.get(f"http://{listen}/targets/local-smol/ready")
+        assert f"http://{listen}/targets/local-smol/ready" in text
+        assert target.status_code == 200 and target.json()["state"] == "ok", target.text
         page = httpx.get(f"http://{listen}/metrics").text
         ok = re.search(
             r'mlops_watchdog_probe_success\{[^}]*prompt_id="arithmetic"[^}]*\} 1\.0', page
