@@ -233,3 +233,25 @@ async def test_what_an_exception_quotes_is_masked_in_the_result_and_the_log(
     )
     assert "Traceback" in written.getvalue() and "Bearer ***" in written.getvalue()
     assert KEY not in written.getvalue()
+
+
+def test_once_a_config_is_loaded_every_log_line_is_masked() -> None:
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.addFilter(logs.Masked())  # as logs.setup has it
+    handler.setFormatter(logging.Formatter(logs.TEXT_FORMAT))
+    logger = logging.getLogger("mlops_watchdog.test")
+    logger.addHandler(handler)
+    before = logs.Masked.every
+    try:
+        logs.mask_secrets(Mask({KEY}))
+        logger.warning("a library said: %s", f"401 for Bearer {KEY}")
+        try:
+            raise RuntimeError(f"refused {KEY}")
+        except RuntimeError:
+            logger.exception("and failed")
+    finally:
+        logs.Masked.every = before
+        logger.removeHandler(handler)
+    assert KEY not in written.getvalue()
+    assert "401 for Bearer ***" in written.getvalue() and "refused ***" in written.getvalue()

@@ -40,6 +40,7 @@ from watchdog.result import Run
 from watchdog.runner import Runner
 from watchdog.runtime import logs, systemd
 from watchdog.runtime.clock import SystemClock
+from watchdog.runtime.masking import Mask
 from watchdog.runtime.systemd import Notify, credentials
 from watchdog.store import Store, StoreError
 from watchdog.store.recorder import Recorder
@@ -83,11 +84,17 @@ def _env() -> dict[str, str]:
 def _load(args: argparse.Namespace) -> Config:
     path = config_path(args.config)
     try:
-        return load_config(path, _env())
+        return _masking(load_config(path, _env()))
     except InvalidFile as exc:
         for problem in exc.problems:
             print(problem, file=sys.stderr)
         raise Exit(f"{path}: {len(exc.problems)} problem(s); nothing was run") from None
+
+
+def _masking(config: Config) -> Config:
+    """The config, once every log line masks its secrets."""
+    logs.mask_secrets(Mask(config.secrets))
+    return config
 
 
 def _open_store(config: Config) -> Store:
@@ -120,14 +127,16 @@ def _adhoc(args: argparse.Namespace) -> Config:
             raise Exit(f"--api-key-env: environment variable {args.api_key_env} is not set")
         headers["Authorization"] = f"Bearer {key}"
     try:
-        return adhoc_config(
-            args.url,
-            args.api,
-            args.model,
-            args.golden_set,
-            headers,
-            metrics_url=args.metrics_url,
-            tokenizer=args.tokenizer,
+        return _masking(
+            adhoc_config(
+                args.url,
+                args.api,
+                args.model,
+                args.golden_set,
+                headers,
+                metrics_url=args.metrics_url,
+                tokenizer=args.tokenizer,
+            )
         )
     except InvalidFile as exc:
         raise Exit("; ".join(f"{p.file}: {p.message}" for p in exc.problems)) from None
@@ -300,7 +309,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             )
             # In the loop, between probe runs: never half a config.
             loop.add_signal_handler(
-                signal.SIGHUP, lambda: daemon.reload_from(lambda: load_config(path, _env()))
+                signal.SIGHUP,
+                lambda: daemon.reload_from(lambda: _masking(load_config(path, _env()))),
             )
             await daemon.serve(stop)
 

@@ -33,16 +33,24 @@ class JsonFormatter(logging.Formatter):
 
 
 class Masked(logging.Filter):
-    """A line logged with `extra={"mask": mask}` (runtime/masking.py's Mask, of the config's
-    secrets) is written masked, its traceback too: an exception may quote a header or a body."""
+    """Every line is written with the config's secrets masked (`mask_secrets`), its traceback
+    too: an exception may quote a header or a body. A line logged with `extra={"mask": mask}`
+    is masked with that one."""
+
+    every: Mask | None = None  # the loaded config's secrets
 
     def filter(self, record: logging.LogRecord) -> bool:
-        mask = getattr(record, "mask", None)
+        mask = getattr(record, "mask", None) or Masked.every
         if isinstance(mask, Mask):
             record.msg, record.args = mask(record.getMessage()), None
             if record.exc_info:  # a handler before this one may have kept it unmasked
                 record.exc_text = mask(logging.Formatter().formatException(record.exc_info))
         return True
+
+
+def mask_secrets(mask: Mask) -> None:
+    """From now on, every line is logged with these secrets masked (a config was loaded)."""
+    Masked.every = mask
 
 
 def setup(level: str, form: str, journal: bool) -> None:
