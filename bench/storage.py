@@ -319,8 +319,20 @@ def csv_report(store: Store, out: Path) -> None:
     (rows,) = store.db.execute(
         "select count(*) from results where started_ts >= ?", [since]
     ).fetchone()
-    seconds = median_s(lambda: report.write_csv(report.health(store.results_since(since)), out), 3)
-    print(f"\n30-day CSV report of one endpoint ({rows:,} results): {seconds:.2f} s (median of 3)")
+    # The report as the daemon and `mlops-watchdog report` make it (the columns it needs), and,
+    # interleaved in the same run, the way it was made before: every column of every result.
+    ours: list[float] = []
+    every_column: list[float] = []
+    for _ in range(5):
+        every_column.append(
+            median_s(lambda: report.write_csv(report.health(store.results_since(since)), out), 1)
+        )
+        ours.append(median_s(lambda: report.write_csv(report.health_since(store, since), out), 1))
+    mine, before = statistics.median(ours), statistics.median(every_column)
+    print(
+        f"\n30-day CSV report of one endpoint ({rows:,} results): {mine:.2f} s "
+        f"(median of 5); reading every column, as before: {before:.2f} s; ratio {mine / before:.2f}"
+    )
 
 
 def prune(store: Store, shape: Shape) -> None:

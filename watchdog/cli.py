@@ -35,7 +35,7 @@ from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.probers.transport import http_client
 from watchdog.reports import table
 from watchdog.reports.daily import write_daily
-from watchdog.reports.health import health, write_csv
+from watchdog.reports.health import health_since, write_csv
 from watchdog.result import Run
 from watchdog.runner import Runner
 from watchdog.runtime import logs, systemd
@@ -202,7 +202,7 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(f"{out}: the daily report of the last 24 h")
             return EXIT_OK
         since = (SystemClock().now() - timedelta(seconds=window)).timestamp()
-        frame = health(store.results_since(since))
+        frame = health_since(store, since)
     finally:
         store.close()
     if args.out == "-":

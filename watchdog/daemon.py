@@ -27,7 +27,7 @@ from watchdog.gpu.watch import GpuWatch, RunMeter
 from watchdog.otlp.export import Exporter
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.reports.daily import write_daily
-from watchdog.reports.health import health, write_csv
+from watchdog.reports.health import health_since, write_csv
 from watchdog.result import Run
 from watchdog.runner import LOOK_EVERY_S, Runner
 from watchdog.runtime.clock import Clock, from_rfc3339
@@ -464,7 +464,7 @@ class Daemon:
         """The health CSV and the daily HTML report of the last 24 h, in `storage.csv_dir`."""
         now = self.clock.now()
         out = self.config.resolve(self.config.storage.csv_dir) / "health-24h.csv"
-        write_csv(health(self.store.results_since((now - REPORT_WINDOW).timestamp())), out)
+        write_csv(health_since(self.store, (now - REPORT_WINDOW).timestamp()), out)
         daily = out.with_name("daily-24h.html")
         write_daily(self.store, self.config.pairs(), self.config.drift, now, daily)
         return out

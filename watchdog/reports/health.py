@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from watchdog.store import Store
+
 COLUMNS = [
     "endpoint",
     "golden_set",
@@ -27,10 +29,29 @@ COLUMNS = [
     "last_trace_id",  # the W3C trace of the last run, and of the last failed one
     "last_failed_trace_id",
 ]
+# What `health` reads of each stored result.
+READS = (
+    "endpoint",
+    "golden_set",
+    "prompt_id",
+    "ok",
+    "error_class",
+    "ttft_s",
+    "e2e_s",
+    "tokens_per_s",
+    "token_source",
+    "started_at",
+    "trace_id",
+)
 # A cell starting with one of these is a formula to Excel and LibreOffice (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 # Results that produced an answer: their latency counts, and their checks measure the format.
 _ANSWERED = {None, "check_failed"}
+
+
+def health_since(store: Store, since_ts: float) -> pd.DataFrame:
+    """The report rows of the results stored from `since_ts` on, reading only what they need."""
+    return health(store.results_since(since_ts, READS))
 
 
 def health(results: pd.DataFrame) -> pd.DataFrame:
