@@ -18,7 +18,7 @@ import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, need
 from tests.fakenvml import PHASES, UUID, FakeGpu, FakeNvml, samples
 from tests.fakeslack import FakeSlack
 from tests.test_gpu_watch import Rig as GpuRig
@@ -40,19 +40,13 @@ prompts:
 """
 
 
-def need(what: str) -> None:
-    if os.environ.get("CI") == "true":
-        pytest.fail(f"{what}: CI runs the full-disk test as root", pytrace=False)
-    pytest.skip(what)
-
-
 @pytest.fixture
 def small_filesystem(tmp_path: Path) -> Iterator[Path]:
     """A tmpfs of 8 MiB, mounted for the test."""
     mount = tmp_path / "small"
     mount.mkdir()
     if os.geteuid() != 0:
-        need("mounting a tmpfs needs root")
+        need("mounting a tmpfs needs root: CI runs the full-disk test as root")
     done = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=8m,mode=0700", "tmpfs", str(mount)],
         capture_output=True,

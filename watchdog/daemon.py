@@ -251,7 +251,8 @@ class Daemon:
                 )
                 queued = self.alerter.observe(endpoint, run.results, now, run.tiers)
         except StoreError as exc:
-            log.error("alert state of %s not updated: %s", endpoint.name, exc)
+            # Counted and logged at most once a minute, with the outage.
+            self.outage.failed(f"the alert state of {endpoint.name}", exc, self.clock.monotonic())
             return
         if measured is not None:
             self.gpu.remember(measured)
@@ -341,7 +342,7 @@ class Daemon:
                 break
             except StoreError as exc:
                 if not stored:
-                    log.error("GPU alert state not updated: %s", exc)
+                    self.outage.failed("the GPU alert state", exc, self.clock.monotonic())
                     return
                 self._cannot_write("a GPU sample", exc)
         self.gpu.remember(sampled)
