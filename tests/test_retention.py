@@ -341,3 +341,36 @@ def test_the_daemon_prunes_in_steps_and_exports_the_size(tmp_path: Path) -> None
     assert store.db.execute("select count(*) from results").fetchone()[0] == 0
     assert store.db.execute("select count(*) from rollups").fetchone()[0] == 2
     assert daemon.metrics.db_bytes is not None and daemon.metrics.db_bytes > 0
+
+
+def test_rollups_keep_the_times_of_their_first_and_last_result(store: Store) -> None:
+    for i in range(10):
+        record(store, f"r{i}", T0 + 900 + i * 600, n=3)
+    maintain(store.db, T0 + 4 * HOUR, Retention())
+    stored = store.results_since(T0)
+    hours = stored.groupby(stored["started_ts"] // HOUR * HOUR)["started_at"]
+
+    got = {r["hour_ts"]: (r["first_at"], r["last_at"]) for r in rows(store, "rollups")}
+
+    assert got == {int(h): (g.iloc[0], g.iloc[-1]) for h, g in hours}
+    assert got[int(T0)] == ("2026-11-02T00:15:00Z", "2026-11-02T00:55:02Z")
+
+
+def test_migration_10_times_the_old_rollups_whose_results_are_all_kept(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "w.db")
+    for i in range(12):
+        record(store, f"r{i}", T0 + i * 600, n=2)
+    maintain(store.db, T0 + 3 * HOUR, Retention())
+    timed = {r["hour_ts"]: (r["first_at"], r["last_at"]) for r in rows(store, "rollups")}
+    store.db.execute("delete from results where started_ts < ?", [T0 + HOUR])  # pruned
+    for column in ("first_at", "last_at"):  # as schema 9 made them
+        store.db.execute(f"alter table rollups drop column {column}")
+    store.db.execute("PRAGMA user_version = 9")
+    store.close()
+
+    store = Store.open(tmp_path / "w.db")
+
+    got = {r["hour_ts"]: (r["first_at"], r["last_at"]) for r in rows(store, "rollups")}
+    assert got == {int(T0): (None, None), int(T0 + HOUR): timed[int(T0 + HOUR)]}
+    assert timed[int(T0 + HOUR)] == ("2026-11-02T01:00:00Z", "2026-11-02T01:50:01Z")
+    store.close()

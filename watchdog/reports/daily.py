@@ -15,13 +15,16 @@ from markupsafe import Markup
 
 from watchdog.drift import baselines, changes
 from watchdog.drift.compare import SIGNALS, DriftSettings
-from watchdog.reports import svg
+from watchdog.reports import svg, tally
+from watchdog.reports.tally import Tally
 from watchdog.result import Change, Signal
 from watchdog.store import Store
 
 WINDOW = timedelta(hours=24)
+TITLE = "mlops-watchdog daily report"
 MAX_PROMPTS = 5  # failing prompts named per error class; the CSV report lists every prompt
-_NUMERIC = ["started_ts", "ok", "ttft_s", "e2e_s"]
+# What the page reads of each raw result (and tally.COUNTED, for the hours it counts).
+READS = ("ttft_s", "e2e_s", "fingerprint")
 _WORST_FIRST = ("drift", "inconclusive", "ok")
 P50, P95 = "#2563eb", "#7c3aed"
 PASS_CHART_HEIGHT = 120  # a share needs less height than a latency to read
@@ -59,10 +62,14 @@ def write_daily(
     out: Path,
 ) -> Path:
     """The self-contained HTML report of the last 24 h of `pairs` (endpoint, golden set):
-    latency, pass rates, drift, changes. Written whole: a reader never sees half a page."""
-    since = (now - WINDOW).timestamp()
+    latency, pass rates, drift, changes. Written whole: a reader never sees half a page.
+    Runs, passes and errors of the hours retention has rolled up come from their rollups;
+    latency and fingerprints from the raw results (see tally.py)."""
+    end = now.astimezone(UTC)
+    since = (end - WINDOW).timestamp()
     signals = [s for e, g in pairs for s in baselines.drift(store.db, e, g, settings)]
-    page = render_daily(store.results_since(since), signals, changes.recent(store.db, since), now)
+    counted = tally.from_store(store, since, end.timestamp(), READS)
+    page = _render(counted, signals, changes.recent(store.db, since), end, TITLE)
     out.parent.mkdir(parents=True, exist_ok=True)
     temporary = out.with_suffix(".tmp")
     temporary.write_text(page, encoding="utf-8")
@@ -75,25 +82,38 @@ def render_daily(
     signals: list[Signal],
     changes: list[Change],
     now: datetime,
-    title: str = "mlops-watchdog daily report",
+    title: str = TITLE,
 ) -> str:
     """The page for the 24 hours up to `now`, from `Store.results_since(now - 24h)`."""
     end = now.astimezone(UTC)
+    within = results
+    if "started_ts" in results:
+        started = pd.to_numeric(results["started_ts"], errors="coerce")
+        within = results[started.between((end - WINDOW).timestamp(), end.timestamp())]
+    return _render(tally.from_results(within), signals, changes, end, title)
+
+
+def _render(
+    counted: Tally, signals: list[Signal], changes: list[Change], end: datetime, title: str
+) -> str:
     plot = svg.Plot((end - WINDOW).timestamp(), end.timestamp())
-    frame = _within(results, plot)
+    counts = counted.counts
     names = sorted(
-        set(frame["endpoint"]) | {s.endpoint for s in signals} | {c.endpoint for c in changes}
+        set(counts["endpoint"]) | {s.endpoint for s in signals} | {c.endpoint for c in changes}
     )
-    days = [_day(name, frame, signals, plot) for name in names]
+    raw = counted.raw[counted.raw["key"] >= 0]
+    raw = raw.assign(endpoint=counted.keys["endpoint"].to_numpy()[raw["key"]] if len(raw) else [])
+    days = [_day(name, counted, raw, signals, plot) for name in names]
     order = {name: i for i, name in enumerate(SIGNALS)}
+    runs, passed = int(counts["answers"].sum()), int(counts["ok"].sum())
     template = _environment().get_template("daily.html.j2")
     return template.render(
         title=title,
         start=_when(end - WINDOW),
         end=_when(end),
         endpoints=days,
-        runs=len(frame),
-        pass_rate=frame["ok"].mean() if len(frame) else None,
+        runs=runs,
+        pass_rate=passed / runs if runs else None,
         drifting=sum(s.status == "drift" for s in signals),
         signals=sorted(
             signals, key=lambda s: (s.endpoint, s.golden_set, order.get(s.signal, len(order)))
@@ -102,38 +122,31 @@ def render_daily(
     )
 
 
-def _within(results: pd.DataFrame, plot: svg.Plot) -> pd.DataFrame:
-    """The rows inside the window, numbers as numbers (an all-NULL column reads as objects)."""
-    if results.empty:
-        columns = ["endpoint", "prompt_id", "error_class", "fingerprint", *_NUMERIC]
-        return pd.DataFrame(columns=[*columns, "hour", "answered"])
-    frame = results.assign(**{c: pd.to_numeric(results[c], errors="coerce") for c in _NUMERIC})
-    frame = frame[frame["started_ts"].between(plot.start_ts, plot.end_ts)]
-    return frame.assign(
-        hour=(frame["started_ts"] // svg.HOUR_S) * svg.HOUR_S,
-        # As in the CSV report: a result with an answer, whose latency counts.
-        answered=frame["error_class"].isna() | (frame["error_class"] == "check_failed"),
-    )
-
-
-def _day(name: str, frame: pd.DataFrame, signals: list[Signal], plot: svg.Plot) -> EndpointDay:
-    g = frame[frame["endpoint"] == name]
+def _day(
+    name: str, counted: Tally, raw: pd.DataFrame, signals: list[Signal], plot: svg.Plot
+) -> EndpointDay:
+    counts = counted.counts[counted.counts["endpoint"] == name]
+    g = raw[raw["endpoint"] == name]
     answered = g[g["answered"]]
+    hourly = counts.groupby("hour_ts", sort=True)[["ok", "answers"]].sum()
+    shares = [
+        svg.Share(float(cast(float, h)), int(r["ok"]), int(r["answers"]))
+        for h, r in hourly.iterrows()
+    ]
     latency: dict[str, list[tuple[float, float]]] = {"p50": [], "p95": []}
-    shares = []
-    for key, h in g.groupby("hour", sort=True):
-        hour = cast(float, key)
-        shares.append(svg.Share(hour, int(h["ok"].sum()), len(h)))
-        e2e = h.loc[h["answered"], "e2e_s"].dropna()
+    hours = answered["started_ts"] // svg.HOUR_S * svg.HOUR_S
+    for key, e2e in answered["e2e_s"].groupby(hours, sort=True):
+        hour, e2e = cast(float, key), e2e.dropna()
         if len(e2e):
             latency["p50"].append((hour, float(e2e.quantile(0.5))))
             latency["p95"].append((hour, float(e2e.quantile(0.95))))
+    runs, passed = int(counts["answers"].sum()), int(counts["ok"].sum())
     statuses = {s.status for s in signals if s.endpoint == name}
     return EndpointDay(
         name=name,
-        runs=len(g),
-        pass_rate=float(g["ok"].mean()) if len(g) else None,
-        errors=_errors(g),
+        runs=runs,
+        pass_rate=passed / runs if runs else None,
+        errors=_errors(counted.errors[counted.errors["endpoint"] == name]),
         ttft_p50_s=_quantile(answered["ttft_s"], 0.5),
         ttft_p95_s=_quantile(answered["ttft_s"], 0.95),
         e2e_p50_s=_quantile(answered["e2e_s"], 0.5),
@@ -158,13 +171,18 @@ def _day(name: str, frame: pd.DataFrame, signals: list[Signal], plot: svg.Plot) 
     )
 
 
-def _errors(g: pd.DataFrame) -> list[ErrorSeen]:
+def _errors(errors: pd.DataFrame) -> list[ErrorSeen]:
+    """Each error class seen (tally.ERRORS rows of one endpoint), most runs first."""
     out = []
-    failed = g[g["error_class"].notna()]
-    for error_class, e in failed.groupby("error_class", sort=True):
+    for error_class, e in errors.groupby("error_class", sort=True):
         prompts = sorted(e["prompt_id"].astype(str).unique())
         out.append(
-            ErrorSeen(str(error_class), len(e), prompts[:MAX_PROMPTS], len(prompts[MAX_PROMPTS:]))
+            ErrorSeen(
+                str(error_class),
+                int(e["n"].sum()),
+                prompts[:MAX_PROMPTS],
+                len(prompts[MAX_PROMPTS:]),
+            )
         )
     return sorted(out, key=lambda e: -e.runs)
 

@@ -340,6 +340,25 @@ def _9_trace_context(db: Database) -> None:
     db.table("results").add_column("span_id", str)
 
 
+def _10_rollup_times(db: Database) -> None:
+    # The health report's first_run and last_run are times of results. Past raw_days only the
+    # rollups are left, so each hour keeps the started_at of its first and last result. Hours
+    # rolled up before this step take them from their results while all of those are stored;
+    # the others keep NULL (the report then says the first and last time it still knows).
+    db.table("rollups").add_column("first_at", str)
+    db.table("rollups").add_column("last_at", str)
+    hour = (
+        "from results r where r.endpoint = rollups.endpoint and r.prompt_id = rollups.prompt_id "
+        "and r.started_ts >= rollups.hour_ts and r.started_ts < rollups.hour_ts + 3600 "
+        "and r.golden_set = rollups.golden_set"
+    )
+    db.execute(
+        f"update rollups set first_at = (select r.started_at {hour} order by r.started_ts limit 1), "
+        f"last_at = (select r.started_at {hour} order by r.started_ts desc limit 1) "
+        f"where answers = (select count(*) {hour})"
+    )
+
+
 MIGRATIONS: list[Callable[[Database], None]] = [
     _1_results,
     _2_alerting,
@@ -350,4 +369,5 @@ MIGRATIONS: list[Callable[[Database], None]] = [
     _7_run_lookups,
     _8_token_events,
     _9_trace_context,
+    _10_rollup_times,
 ]

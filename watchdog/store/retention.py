@@ -154,10 +154,10 @@ def roll_up(db: Database, start_ts: float, end_ts: float) -> int:
     upsert them; running it again gives the same rows. Meant for hours whose raw results are all
     still stored (past raw_days only the baseline runs' are). Returns the rows written."""
     frame = pd.read_sql_query(
-        "select endpoint, golden_set, prompt_id, run_id, started_ts, ok, error_class, ttft_s, "
-        "e2e_s, tokens_per_s, output_tokens, token_source, checks_passed, checks_total, cold "
-        "from results "
-        "where started_ts >= ? and started_ts < ?",
+        "select endpoint, golden_set, prompt_id, run_id, started_ts, started_at, ok, error_class, "
+        "ttft_s, e2e_s, tokens_per_s, output_tokens, token_source, checks_passed, checks_total, "
+        "cold from results "
+        "where started_ts >= ? and started_ts < ? order by started_ts",
         db.conn,
         params=(start_ts, end_ts),
     )
@@ -176,7 +176,8 @@ def roll_up(db: Database, start_ts: float, end_ts: float) -> int:
 
 
 def rollup_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
-    """One rollup row per endpoint × golden set × prompt × hour of these results."""
+    """One rollup row per endpoint × golden set × prompt × hour of these results (oldest first:
+    each row keeps the started_at of its hour's first and last result)."""
     if results.empty:
         return []
     classes = results["error_class"]
@@ -203,6 +204,9 @@ def rollup_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
         checks_passed=("checks_passed", "sum"),
         checks_total=("checks_total", "sum"),
         cold=("cold", "sum"),
+        # In time order (roll_up reads them so): the report's first_run and last_run.
+        first_at=("started_at", "first"),
+        last_at=("started_at", "last"),
     )
     for column in ("ttft_s", "e2e_s"):
         for pct in (50, 95):
@@ -224,10 +228,12 @@ def rollup_rows(results: pd.DataFrame) -> list[dict[str, Any]]:
     return rows
 
 
-def _plain(name: object, value: Any) -> float | int | None:
+def _plain(name: object, value: Any) -> str | float | int | None:
     """A value sqlite3 can bind: NaN (nothing to average) is NULL; counts are ints."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
+    if isinstance(value, str):
+        return value
     if str(name).endswith("_s") or name == "tokens_per_s_mean":
         return float(value)
     return int(value)
@@ -237,7 +243,7 @@ def _roll_pending(db: Database, now_ts: float, limits: Limits) -> tuple[int, boo
     """Roll up complete hours past the watermark, about limits.rollup_rows results' worth.
     Returns the hours rolled up, whether complete hours are left, and the new watermark."""
     complete_before = _hour(now_ts - limits.settle_s)
-    start = _watermark(db)
+    start = watermark(db)
     if start is None:  # first pass: from the oldest result on
         (first,) = db.execute("select min(started_ts) from results").fetchone()
         start = complete_before if first is None else _hour(first)
@@ -336,7 +342,8 @@ def _hour(ts: float) -> int:
     return math.floor(ts / HOUR_S) * HOUR_S
 
 
-def _watermark(db: Database) -> float | None:
+def watermark(db: Database) -> float | None:
+    """The end of the last hour rolled up: every hour before it is (None: none yet)."""
     row = db.execute("select value from retention_state where key = ?", [WATERMARK]).fetchone()
     return None if row is None else float(row[0])
 
