@@ -189,3 +189,20 @@ def test_triton_events_stored_as_estimates_are_relabelled(tmp_path: Path) -> Non
     }
     assert rollups == {"triton": (23.0, 20), "vllm": (99.0, 99)}  # the events' hour, recomputed
     store.close()
+
+
+def test_within_joins_the_callers_transaction_without_a_savepoint(tmp_path: Path) -> None:
+    """A run's rows go in inside the daemon's transaction for the whole run: a failure anywhere
+    fails all of it, so a savepoint of their own (two statements at every run) buys nothing."""
+    store = Store.open(tmp_path / "w.db")
+    statements: list[str] = []
+    store.db.conn.set_trace_callback(statements.append)
+    with pytest.raises(StoreError, match=r"w\.db: cannot write"), store.transaction():
+        store.record_run("run1", [result("a")], {})
+        store.db.execute("insert into nowhere values (1)")
+    assert not any("SAVEPOINT" in s.upper() for s in statements)
+    assert store.db["results"].count == 0  # the caller's failure took the run with it
+    store.record_run("run2", [result("b")], {})  # alone: in a transaction of its own
+    assert not store.db.conn.in_transaction
+    assert [r["run_id"] for r in store.db["results"].rows] == ["run2"]
+    store.close()

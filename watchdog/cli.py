@@ -41,6 +41,7 @@ from watchdog.runner import Runner
 from watchdog.runtime import logs, systemd
 from watchdog.runtime.clock import SystemClock
 from watchdog.runtime.masking import Mask
+from watchdog.runtime.probing import ProbeLoop
 from watchdog.runtime.systemd import Notify, credentials
 from watchdog.store import Store, StoreError
 from watchdog.store.recorder import Recorder
@@ -296,6 +297,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        probing = ProbeLoop(http_client).start()  # timings free of the daemon's other work
         async with http_client() as client:
             daemon = Daemon(
                 config,
@@ -306,13 +308,17 @@ def cmd_run(args: argparse.Namespace) -> int:
                 nvml=nvml,
                 notify=notify,
                 otlp=exporter,
+                probing=probing,
             )
             # In the loop, between probe runs: never half a config.
             loop.add_signal_handler(
                 signal.SIGHUP,
                 lambda: daemon.reload_from(lambda: _masking(load_config(path, _env()))),
             )
-            await daemon.serve(stop)
+            try:
+                await daemon.serve(stop)
+            finally:
+                await probing.close()
 
     try:
         asyncio.run(main())

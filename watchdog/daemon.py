@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sqlite3
 import time
@@ -26,11 +27,11 @@ from watchdog.gpu.nvml import Nvml
 from watchdog.gpu.watch import GpuWatch, RunMeter
 from watchdog.otlp.export import Exporter
 from watchdog.parsing.yamlfile import InvalidFile
-from watchdog.reports.daily import write_daily
-from watchdog.reports.health import health_since, write_csv
+from watchdog.reports import aside
 from watchdog.result import Run
 from watchdog.runner import LOOK_EVERY_S, Runner
 from watchdog.runtime.clock import Clock, from_rfc3339
+from watchdog.runtime.probing import ProbeLoop
 from watchdog.runtime.scheduler import Scheduler
 from watchdog.runtime.systemd import Notify
 from watchdog.store import Store, StoreError, retention
@@ -49,7 +50,6 @@ HEARTBEAT_EVERY_S = 60.0
 HEARTBEAT_TIMEOUT_S = 10.0
 DRIFT_EVERY_S = 60.0
 STAGGER_S = 0.01
-REPORT_WINDOW = timedelta(hours=24)
 
 
 def engine_values_current_for(probe: Probe) -> float:
@@ -81,8 +81,12 @@ class Daemon:
         nvml: Nvml | None = None,
         notify: Notify | None = None,
         otlp: Exporter | None = None,
+        probing: ProbeLoop | None = None,
     ):
         self.config = config
+        self.client = client  # the daemon's own requests: heartbeat, Alertmanager
+        # Probes run on `probing`'s thread and loop, with its client, when there is one.
+        self.probing = probing
         self.notify = notify or Notify({})
         self.heartbeat_at = float("-inf")
         self.heartbeat_ok = True
@@ -90,7 +94,7 @@ class Daemon:
         self.endpoints = {name: ep.base_url for name, ep in config.endpoints.items()}
         self.store = store
         self.clock = clock
-        self.runner = Runner(config, client, clock)
+        self.runner = Runner(config, probing.client if probing else client, clock)
         self.metrics = ProbeMetrics(config.endpoints, config.prompts())
         self.drift = DriftWatch(config.drift, config.baseline)
         self.jobs: dict[str, tuple[str, str]] = {}  # scheduler job id: (endpoint, what it runs)
@@ -146,8 +150,12 @@ class Daemon:
         )
 
     async def probe_once(self, probe: Probe) -> Run:
-        meter = self.gpu.meter(probe.endpoint, self.clock.now().timestamp())
-        run = await self.runner.run(probe)
+        # Without NVML there is nothing to meter: not worth resolving every endpoint's GPUs.
+        nvml = self.gpu.nvml is not None
+        meter = self.gpu.meter(probe.endpoint, self.clock.now().timestamp()) if nvml else None
+        runner = self.runner  # as it was when the run began, a reload notwithstanding
+        probing = self.probing
+        run = await (probing.run(lambda: runner.run(probe)) if probing else runner.run(probe))
         endpoint = self.config.endpoints[probe.endpoint]
         if self.outage.on:
             await self.write_back()
@@ -452,7 +460,7 @@ class Daemon:
             return
         self.heartbeat_at = self.clock.monotonic()
         try:
-            response = await self.runner.client.get(url, timeout=HEARTBEAT_TIMEOUT_S)
+            response = await self.client.get(url, timeout=HEARTBEAT_TIMEOUT_S)
             ok, why = response.status_code < 400, f"HTTP {response.status_code}"
         except httpx.HTTPError as exc:
             ok, why = False, type(exc).__name__  # the URL is a secret: never in the log
@@ -463,18 +471,28 @@ class Daemon:
 
     def write_reports(self) -> Path:
         """The health CSV and the daily HTML report of the last 24 h, in `storage.csv_dir`."""
-        now = self.clock.now()
-        out = self.config.resolve(self.config.storage.csv_dir) / "health-24h.csv"
-        write_csv(health_since(self.store, (now - REPORT_WINDOW).timestamp()), out)
-        daily = out.with_name("daily-24h.html")
-        write_daily(self.store, self.config.pairs(), self.config.drift, now, daily)
-        return out
+        folder = self.config.resolve(self.config.storage.csv_dir)
+        return aside.write_reports(
+            self.store, self.config.pairs(), self.config.drift, self.clock.now(), folder
+        )
 
     def _refresh_report(self) -> None:
         try:
             out = self.write_reports()
             log.info("health report written to %s", out)
         except (OSError, StoreError) as exc:
+            log.error("health report not written: %s", exc)
+
+    async def refresh_report_aside(self) -> None:
+        """The reports, written by a child process (reports/aside.py): at a thousand endpoints
+        they take seconds, which on the event loop made every run due meanwhile late."""
+        folder = self.config.resolve(self.config.storage.csv_dir)
+        try:
+            out = await aside.write_aside(
+                self.store.path, self.config.pairs(), self.config.drift, self.clock.now(), folder
+            )
+            log.info("health report written to %s", out)
+        except (OSError, aside.ReportFailed) as exc:
             log.error("health report not written: %s", exc)
 
     def schedule_probes(self) -> None:
@@ -547,12 +565,12 @@ class Daemon:
             resend = self.pusher.push_settings.resend_every
             self.scheduler.every("alertmanager-push", self.pusher.push, resend, start=now)
 
-        async def report() -> None:
-            self._refresh_report()
-
         every = self.config.storage.report_every
         self.scheduler.every(
-            "health-report", report, every, start=now + timedelta(seconds=min(every, 60))
+            "health-report",
+            self.refresh_report_aside,
+            every,
+            start=now + timedelta(seconds=min(every, 60)),
         )
 
     async def serve(self, stop: asyncio.Event) -> None:
@@ -579,6 +597,11 @@ class Daemon:
             log.info("%s", self.otlp.describe())
         self.schedule()
         self.scheduler.start()
+        # What is loaded now (modules, config, the schedule) lives as long as the daemon: out of
+        # the collector's full passes, which otherwise walk it all and stall the loop for 100 ms
+        # and more at a thousand endpoints, delaying runs and inflating the timings they read.
+        gc.collect()
+        gc.freeze()
         status = (
             f"watching {len(self.config.endpoints)} endpoint(s) with {len(self.config.probes)} "
             f"probe(s); database {self.store.path}"

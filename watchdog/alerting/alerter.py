@@ -110,17 +110,23 @@ class Alerter:
         now: datetime,
         endpoint: Endpoint | None,
     ) -> list[str]:
-        quiet_silences = silences.active(self.db, now)
+        quiet_silences: list[silences.Silence] | None = None
         rows = self._rows(subject)
         queued = []
         for kind, observation in observations.items():
             row = rows.get(kind)
             before = _state(row) if row else State()
-            quiet = silences.why_quiet(
-                subject, kind, now, quiet_silences, self.settings.maintenance
-            )
-            if quiet is None and not self.can_send:
-                quiet = self.no_sender
+            quiet = None
+            # Whether it is quiet matters only to a failure (does it page?) and to a firing
+            # alert (is its resolution sent?): a fine run of a fine kind reads no silences.
+            if observation.failing or before.state == FIRING:
+                if quiet_silences is None:
+                    quiet_silences = silences.active(self.db, now)
+                quiet = silences.why_quiet(
+                    subject, kind, now, quiet_silences, self.settings.maintenance
+                )
+                if quiet is None and not self.can_send:
+                    quiet = self.no_sender
             after, events = step(
                 before, observation, now, self.policy, quiet is not None, f"{subject}:{kind}"
             )

@@ -159,7 +159,9 @@ def observe(
                 seen, summary=f"{seen.summary} — yet the health route passes ({healthy})"
             )
         if seen is not None:
-            out[name] = replace(seen, model=model, ttft_p50_s=ttft, e2e_p50_s=e2e)
+            out[name] = Observation(
+                seen.failing, seen.summary, seen.error_class, seen.error_detail, model, ttft, e2e
+            )
     return out
 
 

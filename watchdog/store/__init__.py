@@ -56,6 +56,18 @@ class Store:
             raise StoreError(f"{path}: cannot open the database: {exc}") from None
         return store
 
+    @classmethod
+    def reading(cls, path: str | Path) -> Store:
+        """A read-only connection to an existing database, for reports built beside a daemon
+        that keeps writing it (WAL lets them run side by side)."""
+        try:
+            connection = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True)
+            connection.execute("PRAGMA busy_timeout = 5000")
+            connection.execute("select 1 from results limit 1")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{path}: cannot open the database to read: {exc}") from None
+        return cls(Database(connection), str(path))
+
     @property
     def schema_version(self) -> int:
         return int(self.db.execute("PRAGMA user_version").fetchone()[0])
@@ -80,6 +92,17 @@ class Store:
                 yield self.db
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot write: {exc}") from None
+
+    @contextmanager
+    def within(self) -> Iterator[Database]:
+        """The caller's transaction when one is open, else one of its own. Unlike a nested
+        `transaction`, no savepoint: for work whose failure fails the caller's whole
+        transaction anyway, a savepoint's two statements at every probe run buy nothing."""
+        if self.db.conn.in_transaction:
+            yield self.db
+        else:
+            with self.transaction():
+                yield self.db
 
     def hold_in_memory(self, tables: Iterable[Held]) -> None:
         """Copies of these tables in memory, which every statement of this connection then reads
@@ -153,7 +176,7 @@ class Store:
             )
             for row, r in reversed(list(zip(rows, results, strict=True)))
         }
-        with self.transaction():
+        with self.within():
             for fingerprint, (at, parts) in seen.items():
                 self._seen(endpoint, fingerprint, at, parts)
             self._insert("results", rows)

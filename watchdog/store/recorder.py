@@ -36,7 +36,7 @@ class Recorder:
     def record(self, endpoint: Endpoint, run: Run, now: datetime) -> Recorded:
         """Store the run; inside the caller's transaction, or in one of its own. Call
         `committed` with what it returns once that transaction has committed."""
-        with self.store.transaction():
+        with self.store.within():
             answered = any(r.answer.error_class is None for r in run.results)
             identity = changes.identity_of(run.identity, run.results)
             change = changes.observe(self.store.db, endpoint.name, identity, answered, now)

@@ -30,6 +30,7 @@ from watchdog.endpoint import Endpoint
 from watchdog.probers.server_metrics import EXPORTED
 from watchdog.result import ERROR_CLASSES, Change, ProbeResult, ServerLoad, Signal, TierOutcome
 from watchdog.store.spool import Outage
+from watchdog.web.families import Fast, Histograms, Keyed
 
 PREFIX = "mlops_watchdog_"
 # Latency of LLM requests: 10 ms to 2 min.
@@ -277,12 +278,12 @@ class ProbeCollector(Collector):
             "itl": "Gaps between content chunks.",
         }
         for name, series in m.latency.items():
-            family = HistogramMetricFamily(
-                f"{PREFIX}probe_{name}_seconds", help_text[name], labels=["endpoint", "prompt_id"]
+            yield Histograms(
+                f"{PREFIX}probe_{name}_seconds",
+                help_text[name],
+                ["endpoint", "prompt_id"],
+                [(labels, h.buckets(), h.total) for labels, h in sorted(series.items())],
             )
-            for labels, h in sorted(series.items()):
-                family.add_metric(list(labels), h.buckets(), h.total)
-            yield family
         info = GaugeMetricFamily(
             PREFIX + "fingerprint_info",
             "What answers: 1 for the current fingerprint.",
@@ -434,17 +435,11 @@ def present(values: Mapping[Any, float | None]) -> dict[Any, float]:
 
 
 def _gauge(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
-    family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
-    for key, value in sorted(values.items()):
-        family.add_metric(list(key), value)
-    return family
+    return Keyed(PREFIX + name, doc, "gauge", labels, values)
 
 
 def _counter(name: str, doc: str, labels: list[str], values: Mapping[Any, float]) -> Metric:
-    family = CounterMetricFamily(PREFIX + name, doc, labels=labels)
-    for key, value in sorted(values.items()):
-        family.add_metric(list(key), float(value))
-    return family
+    return Keyed(PREFIX + name, doc, "counter", labels, values)
 
 
 class AlertingCollector(Collector):
@@ -541,6 +536,9 @@ class NodeLabelled(Collector):
     def collect(self) -> Iterator[Metric]:
         node = self.node
         for family in self.registry.collect():
+            if isinstance(family, Fast):
+                yield family.labelled(node)
+                continue
             labelled = copy.copy(family)
             # Sample(...) directly: namedtuple's _replace costs twice as much, per sample.
             labelled.samples = [
