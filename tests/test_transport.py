@@ -152,3 +152,98 @@ async def test_each_probe_stands_alone_without_cookies(serve) -> None:
     finally:
         server.close()
     assert len(handler.heads) == 2 and not any(b"cookie:" in h.lower() for h in handler.heads)
+
+
+# A streamed chat answer: headers, one content event, the end, in one write.
+STREAMED = (
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {n}\r\n\r\n{body}"
+)
+EVENTS = (
+    b'data: {"choices":[{"index":0,"delta":{"content":"Paris"},"finish_reason":null}]}\n\n'
+    b'data: {"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\n'
+    b"data: [DONE]\n\n"
+)
+BUSY_S = 0.3  # how long the probe's loop is held up after the answer arrives
+
+
+class AnswerWhileBusy:
+    """A server on a thread of its own that, once the request is in, holds the client's event
+    loop up (as the daemon holding Python's lock would), and only then answers, at once. The
+    answer thus sits in the client's socket for BUSY_S before the loop can read it."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        import socket
+        import threading
+
+        self.loop = loop
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self) -> None:
+        import threading
+        import time
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            with conn:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += conn.recv(65536)
+                head, _, body = request.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                while len(body) < length:
+                    body += conn.recv(65536)
+                held = threading.Event()
+
+                def hold_up(held: threading.Event = held) -> None:
+                    held.set()
+                    time.sleep(BUSY_S)
+
+                self.loop.call_soon_threadsafe(hold_up)
+                held.wait(5)
+                conn.sendall(
+                    STREAMED.replace(b"{n}", str(len(EVENTS)).encode()).replace(b"{body}", EVENTS)
+                )
+                conn.recv(1)  # until the client hangs up
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+async def test_an_answer_read_late_is_timed_when_it_arrived(monkeypatch) -> None:
+    """The kernel's receive stamp times the answer: a probe loop held up for 0.3 s after the
+    answer reached the host does not record a 0.3 s TTFT or e2e. Without the stamp it would."""
+    import socket
+
+    from watchdog.endpoint import Endpoint
+    from watchdog.golden.sets import Prompt
+    from watchdog.probers import openai_chat, transport
+    from watchdog.runtime.clock import SystemClock
+
+    server = AnswerWhileBusy(asyncio.get_running_loop())
+    ep = Endpoint(name="e", api="openai-chat", base_url=server.url, timeout_s=5.0)  # type: ignore[call-arg]
+    prompt = Prompt(
+        id="p", messages=[{"role": "user", "content": "Capital?"}], sampling={}, checks=[]
+    )
+    try:
+        async with http_client() as client:
+            stamped = await openai_chat.probe(client, ep, None, prompt, True, SystemClock())
+        plain = lambda info: socket.socket(*info[:3])  # noqa: E731
+        monkeypatch.setattr(transport, "_wire", plain)
+        async with http_client() as client:
+            read_late = await openai_chat.probe(client, ep, None, prompt, True, SystemClock())
+    finally:
+        server.close()
+    assert stamped.error_class is None, stamped.error_detail
+    assert stamped.text == "Paris"
+    assert stamped.ttft_s is not None and stamped.e2e_s is not None
+    assert stamped.ttfb_s is not None
+    assert max(stamped.ttfb_s, stamped.ttft_s, stamped.e2e_s) < BUSY_S / 3
+    # The same answer timed as it is read: the hold-up is in every figure.
+    assert read_late.error_class is None, read_late.error_detail
+    assert read_late.ttft_s is not None and read_late.ttft_s >= BUSY_S

@@ -221,7 +221,8 @@ class Probe(Strict):
     """The IANA time zone `cron` runs in, e.g. `Europe/Berlin`."""
     jitter: Seconds | None = None
     """A random delay of up to this much added to each run, so that many probes do not fire at
-    the same instant."""
+    the same instant. Runs keep `every`'s cadence: each is delayed from its own slot, and a
+    jitter longer than `every` spreads them over the whole interval."""
     misfire_grace: Seconds = 30.0
     """How late a run may start (a busy or suspended machine) before it is skipped."""
     stream: bool = True

@@ -45,6 +45,17 @@ class Event:
     event: str = "message"
 
 
+def arrival(response: httpx.Response, clock: Clock, t0: float) -> Callable[[], float]:
+    """When the latest byte of `response` read so far arrived, on `clock`'s monotonic time: the
+    kernel's receive time where the transport has it (a reader that waited for the loop or for
+    Python's lock does not make the answer late), the time of reading otherwise. Never before
+    the request started at `t0`."""
+    age: Callable[[], float] | None = response.extensions.get("arrival_age")
+    if age is None:
+        return clock.monotonic
+    return lambda: max(t0, clock.monotonic() - age())
+
+
 def classify(exc: BaseException, *, got_headers: bool, streaming: bool) -> Failure:
     """Map a transport exception to exactly one error class."""
     if isinstance(exc, Failure):
@@ -303,7 +314,7 @@ async def timed(
             send(client, method, url, sent, timeout_s, body) as response,
         ):
             got_headers = True
-            answer.ttfb_s = clock.monotonic() - t0
+            answer.ttfb_s = arrival(response, clock, t0)() - t0
             answer.status_code = response.status_code
             if response.status_code >= 400:
                 raise refusal(response, await error_body(response))
@@ -372,7 +383,7 @@ async def whole_json(
     is not UTF-8, not JSON, or labelled another type is `bad_response`."""
     status = response.status_code
     body = b"".join([c async for c in body_chunks(response, cap)])
-    answer.e2e_s = clock.monotonic() - t0
+    answer.e2e_s = arrival(response, clock, t0)() - t0
     text = decode(body, "the body", status)
     kind = content_type(response)
     if kind and "json" not in kind:

@@ -14,6 +14,7 @@ from watchdog.probers.api import Api
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,
+    arrival,
     ask,
     json_lines,
     message_failure,
@@ -151,7 +152,9 @@ async def _read_stream(
     response: httpx.Response, endpoint: Endpoint, answer: Answer, t0: float, clock: Clock
 ) -> None:
     status = response.status_code
-    async for line, at in json_lines(response, endpoint.max_body_bytes, clock.monotonic):
+    async for line, at in json_lines(
+        response, endpoint.max_body_bytes, arrival(response, clock, t0)
+    ):
         obj = parse_json(line, "a stream line", status)
         content, thinking, done = _absorb(obj, answer, status, "the stream")
         if thinking:

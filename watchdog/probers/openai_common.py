@@ -14,6 +14,7 @@ from watchdog.endpoint import Endpoint
 from watchdog.probers.exchange import (
     ACCEPT_ENCODING,
     Failure,
+    arrival,
     ask,
     parse_json,
     sse_events,
@@ -149,7 +150,7 @@ async def _read_stream(
 ) -> None:
     status = response.status_code
     done = False
-    async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
+    async for event in sse_events(response, endpoint.max_body_bytes, arrival(response, clock, t0)):
         if event.data.strip() == "[DONE]":
             answer.e2e_s = event.at - t0
             done = True

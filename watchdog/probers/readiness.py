@@ -13,7 +13,7 @@ import httpx
 
 from watchdog.endpoint import Endpoint
 from watchdog.probers import APIS
-from watchdog.probers.exchange import body_chunks, timed
+from watchdog.probers.exchange import arrival, body_chunks, timed
 from watchdog.probers.openai_common import headers
 from watchdog.result import Answer, ProbeResult, TierOutcome
 from watchdog.runtime.clock import Clock
@@ -39,7 +39,7 @@ async def check(
     async def drain(response: httpx.Response, answer: Answer, t0: float) -> None:
         async for chunk in body_chunks(response, TIER_BODY_BYTES):
             body.extend(chunk)
-        answer.e2e_s = clock.monotonic() - t0
+        answer.e2e_s = arrival(response, clock, t0)() - t0
 
     answer = await timed(
         client,

@@ -14,6 +14,7 @@ from watchdog.probers.api import Api
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,
+    arrival,
     ask,
     error_message,
     parse_json,
@@ -138,7 +139,7 @@ async def _read_stream(
     status = response.status_code
     tokens = 0
     finished = False
-    async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
+    async for event in sse_events(response, endpoint.max_body_bytes, arrival(response, clock, t0)):
         obj = parse_json(event.data, "a stream event", status)
         if not isinstance(obj, dict):
             raise Failure("bad_response", "a stream event is not a JSON object", status)

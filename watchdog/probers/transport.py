@@ -12,16 +12,26 @@ Two things make the pool safe for a watchdog, where a false outage is a page:
   a fresh one. aiohttp does that itself only for idempotent methods, and a golden prompt is a POST.
 
 Errors come out as httpx's, raised from aiohttp's, so `classify` reads the TLS or DNS cause in
-the chain as it does for httpx. Tests may still hand a MockTransport to httpx.AsyncClient."""
+the chain as it does for httpx. Tests may still hand a MockTransport to httpx.AsyncClient.
+
+Each response carries, in its `arrival_age` extension, how long ago the last byte read from its
+connection reached this host, as the kernel stamped it (SO_TIMESTAMPNS). A probe whose thread
+waited for Python's lock, or for the event loop, after its answer arrived is then timed to the
+answer's arrival, not to the moment it got round to reading it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import errno
 import functools
 import os
+import socket
 import ssl
+import struct
+import sys
+import time
 import urllib.request
 import weakref
 from collections.abc import AsyncIterator
@@ -68,13 +78,69 @@ class ProbeClient(httpx.AsyncClient):
 _REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default=False)
 
 
+# The `age` of this task's last request's connection (a `_Wire`), where the kernel stamps it.
+_WIRE: contextvars.ContextVar[_Wire | None] = contextvars.ContextVar("wire", default=None)
+
+# Linux's SO_TIMESTAMPNS (Python names none of these): each read's ancillary data then says when
+# the last packet it read was received, as a struct timespec of CLOCK_REALTIME.
+_SO_TIMESTAMPNS = 35
+_TIMESPEC = struct.Struct("@qq")
+_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+_MAX_AGE_S = 60.0  # an older stamp means the wall clock was stepped: trust the read instead
+
+
+class _Wire(socket.socket):
+    """A TCP socket that remembers when the bytes it last read reached this host.
+
+    asyncio's transport reads with `recv`; here that is `recvmsg`, whose ancillary data carries
+    the kernel's receive time of the last packet read. A read with no stamp counts as arriving
+    as it is read."""
+
+    arrived = 0.0  # time.perf_counter() of the last read's last packet
+
+    def recv(self, size: int, flags: int = 0) -> bytes:
+        data, ancillary, _, _ = self.recvmsg(size, _ANCILLARY, flags)
+        now = time.perf_counter()
+        self.arrived = now
+        for level, kind, stamp in ancillary:
+            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
+                seconds, nanoseconds = _TIMESPEC.unpack(stamp[: _TIMESPEC.size])
+                age = time.time() - seconds - nanoseconds / 1e9
+                if 0.0 <= age < _MAX_AGE_S:
+                    self.arrived = now - age
+        return data
+
+    def age(self) -> float:
+        """Seconds since the last byte read so far reached this host."""
+        return time.perf_counter() - self.arrived
+
+
+def _wire(addr_info: Any) -> socket.socket:
+    """The socket aiohttp connects: a `_Wire` where the kernel can stamp what it receives."""
+    family, kind, proto, _, _ = addr_info
+    if sys.platform != "linux" or family not in (socket.AF_INET, socket.AF_INET6):
+        return socket.socket(family, kind, proto)
+    sock = _Wire(family, kind, proto)
+    with contextlib.suppress(OSError):  # a kernel without it: reads are timed as they are read
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+    return sock
+
+
 class _Connector(aiohttp.TCPConnector):
-    """aiohttp's pool, telling `_REUSED` which connection each request got. Its trace hooks
-    could say the same, at a quarter of the CPU of a request (bench/probe_cost.py)."""
+    """aiohttp's pool, connecting `_Wire`s, and telling `_REUSED` and `_WIRE` which connection
+    each request got. Its trace hooks could say the same, at a quarter of the CPU of a request
+    (bench/probe_cost.py)."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+        super().__init__(socket_factory=self._socket, **kwargs)
         self._used: weakref.WeakSet[object] = weakref.WeakSet()
+        self._wires: weakref.WeakValueDictionary[int, _Wire] = weakref.WeakValueDictionary()
+
+    def _socket(self, addr_info: Any) -> socket.socket:
+        sock = _wire(addr_info)
+        if isinstance(sock, _Wire):
+            self._wires[sock.fileno()] = sock
+        return sock
 
     async def connect(
         self, req: ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
@@ -84,6 +150,8 @@ class _Connector(aiohttp.TCPConnector):
         _REUSED.set(protocol in self._used)
         if protocol is not None:
             self._used.add(protocol)
+        sock = connection.transport.get_extra_info("socket") if connection.transport else None
+        _WIRE.set(self._wires.get(sock.fileno()) if sock is not None else None)
         return connection
 
 
@@ -113,6 +181,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         proxy = self._proxy(request.url)
         for attempt in (1, 2):
             _REUSED.set(False)
+            _WIRE.set(None)
             try:
                 response = await session.request(
                     request.method,
@@ -137,7 +206,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 headers=response.raw_headers,
                 stream=_Body(response, request),
                 request=request,
-                extensions={"reason_phrase": (response.reason or "").encode()},
+                extensions=_extensions(response, _WIRE.get()),
             )
         raise AssertionError("unreachable")
 
@@ -151,6 +220,11 @@ class PooledTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         if self._session is not None:
             await self._session.close()
+
+
+def _extensions(response: aiohttp.ClientResponse, wire: _Wire | None) -> dict[str, Any]:
+    reason = {"reason_phrase": (response.reason or "").encode()}
+    return reason if wire is None else {**reason, "arrival_age": wire.age}
 
 
 async def _handshake_failure(

@@ -15,6 +15,7 @@ from watchdog.probers.api import Api
 from watchdog.probers.exchange import (
     TRANSPORT_ERRORS,
     Failure,
+    arrival,
     ask,
     message_failure,
     parse_json,
@@ -105,7 +106,7 @@ async def _read_stream(
 ) -> None:
     status = response.status_code
     chunks = 0
-    async for event in sse_events(response, endpoint.max_body_bytes, clock.monotonic):
+    async for event in sse_events(response, endpoint.max_body_bytes, arrival(response, clock, t0)):
         obj = parse_json(event.data, "a stream event", status)
         # TensorRT-LLM streams one delta per event, not the text so far.
         text = _absorb(obj, answer, status, "the stream")
@@ -115,7 +116,7 @@ async def _read_stream(
             answer.add_content(text, event.at - t0)
     # No end marker: the stream simply ends, and a broken connection raises before here.
     if answer.e2e_s is None:
-        answer.e2e_s = clock.monotonic() - t0
+        answer.e2e_s = arrival(response, clock, t0)() - t0
     if answer.text:
         # Triton sends no token counts, and one response is a piece of text of any length (a
         # word, for many backends): a count of events, never presented as tokens. With the

@@ -36,8 +36,34 @@ def check_cron(expression: str) -> None:
         raise ValueError(f"invalid cron expression {expression!r}: {exc}") from None
 
 
-def interval_trigger(seconds: float, jitter: float | None = None) -> IntervalTrigger:
-    return IntervalTrigger(seconds=seconds, jitter=jitter, timezone=UTC)
+class SteadyInterval(IntervalTrigger):
+    """An interval whose jitter delays each run without moving the runs after it.
+
+    APScheduler 3 counts each interval from the previous run's jittered time, so a probe every
+    10 s with 5 s of jitter ran every 12.5 s on average, a fifth fewer runs than configured. Here
+    the runs keep the grid of `start_date` plus whole intervals, each up to `jitter` late."""
+
+    def get_next_fire_time(
+        self, previous_fire_time: datetime | None, now: datetime
+    ) -> datetime | None:
+        if previous_fire_time is not None and self.jitter:
+            slots = max(0, (previous_fire_time - self.start_date) // self.interval)
+            previous_fire_time = self.start_date + self.interval * slots
+        fire: datetime | None = super().get_next_fire_time(previous_fire_time, now)
+        return fire
+
+
+def interval_trigger(
+    seconds: float, jitter: float | None = None, start: datetime | None = None
+) -> IntervalTrigger:
+    """Every `seconds` from `start` (an interval from now by default), each run up to `jitter`
+    late; a jitter of a whole interval or more spreads the runs over the whole interval."""
+    return SteadyInterval(
+        seconds=seconds,
+        jitter=min(jitter, seconds) if jitter else None,
+        start_date=start,
+        timezone=UTC,
+    )
 
 
 def cron_trigger(
@@ -130,7 +156,7 @@ class Scheduler:
         misfire_grace: float = 30.0,
         start: datetime | None = None,
     ) -> None:
-        self._add(job_id, func, interval_trigger(seconds, jitter), misfire_grace, start)
+        self._add(job_id, func, interval_trigger(seconds, jitter, start), misfire_grace, start)
 
     def cron(
         self,
