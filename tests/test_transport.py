@@ -4,11 +4,14 @@ a server that drops a fresh connection still is."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
 from watchdog.probers.transport import http_client
+from watchdog.runtime.clock import SystemClock
 
 OK = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 11\r\n\r\n{"ok":true}'
 
@@ -247,3 +250,192 @@ async def test_an_answer_read_late_is_timed_when_it_arrived(monkeypatch) -> None
     # The same answer timed as it is read: the hold-up is in every figure.
     assert read_late.error_class is None, read_late.error_detail
     assert read_late.ttft_s is not None and read_late.ttft_s >= BUSY_S
+
+
+def test_the_arrivals_of_one_answer_never_go_back_in_time() -> None:
+    """Headers and first token in one packet share one kernel stamp. Moved onto the monotonic
+    clock at two instants, the same stamp can land nanoseconds apart in either direction; the
+    later reading must not come out earlier, or TTFT would be before TTFB (seen on CI)."""
+    import httpx
+
+    from tests.conftest import FakeClock
+    from watchdog.probers.exchange import arrival
+
+    clock = FakeClock()
+    ages = iter(
+        [0.0002, 0.00020002, 0.0002, 0.0001]
+    )  # one stamp, moved with jitter; then a later one
+    response = httpx.Response(200, extensions={"arrival_age": lambda: next(ages)})
+    headers = arrival(response, clock, t0=clock.monotonic() - 0.01)()
+    first_token = arrival(response, clock, t0=0.0)()
+    again = arrival(response, clock, t0=0.0)()
+    later = arrival(response, clock, t0=0.0)()
+    assert headers <= first_token <= again < later
+    assert first_token == headers  # the jittered reading (earlier by 20 ns) is held at the first
+
+
+class KeepAlive:
+    """A server on threads of its own that keeps each connection open and answers every request
+    with a streamed chat answer: the headers at once, the events `first_s` later. With `tls`, it
+    speaks TLS with that context."""
+
+    def __init__(self, first_s: float = 0.0, tls: Any = None) -> None:
+        import socket
+        import threading
+
+        self.first_s, self.tls = first_s, tls
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        scheme = "https" if tls else "http"
+        self.url = f"{scheme}://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self.accept, daemon=True).start()
+
+    def accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # as servers do
+            threading.Thread(target=self.serve, args=(conn,), daemon=True).start()
+
+    def serve(self, conn: Any) -> None:
+        import time
+
+        with contextlib.suppress(OSError):
+            if self.tls is not None:
+                conn = self.tls.wrap_socket(conn, server_side=True)
+            with conn:
+                pending = b""
+                while True:
+                    while b"\r\n\r\n" not in pending:
+                        more = conn.recv(65536)
+                        if not more:
+                            return
+                        pending += more
+                    head, _, pending = pending.partition(b"\r\n\r\n")
+                    length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+                    while len(pending) < length:
+                        pending += conn.recv(65536)
+                    pending = pending[length:]
+                    conn.sendall(STREAMED.split(b"{body}")[0].replace(b"{n}", b"%d" % len(EVENTS)))
+                    time.sleep(self.first_s)
+                    conn.sendall(EVENTS)
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class SendsLate:
+    """The system clock, except that the first reading (a probe's start) is followed by BUSY_S
+    in which the thread does nothing: the probe sends its request that much after its start, as
+    one whose thread waited for Python's lock between the two would."""
+
+    def __init__(self) -> None:
+        from watchdog.runtime.clock import SystemClock
+
+        self.clock, self.read = SystemClock(), False
+
+    def now(self) -> Any:
+        return self.clock.now()
+
+    def monotonic(self) -> float:
+        import time
+
+        at = self.clock.monotonic()
+        if not self.read:
+            self.read = True
+            time.sleep(BUSY_S)
+        return at
+
+
+def chat() -> tuple[Any, Any]:
+    from watchdog.endpoint import Endpoint
+    from watchdog.golden.sets import Prompt
+
+    prompt = Prompt(
+        id="p", messages=[{"role": "user", "content": "Capital?"}], sampling={}, checks=[]
+    )
+    return prompt, lambda url: Endpoint(name="e", api="openai-chat", base_url=url, timeout_s=5.0)  # type: ignore[call-arg]
+
+
+async def test_a_request_sent_late_is_timed_from_when_it_left(monkeypatch) -> None:
+    """On a reused connection the kernel's send stamp starts the clock: a probe held up for 0.3 s
+    between its start and its send does not record 0.3 s more. On a fresh connection the time
+    counts from the start of the connect, hold-up included; and without stamps, always."""
+    import socket
+    import time
+
+    from watchdog.probers import openai_chat, transport
+    from watchdog.runtime.clock import SystemClock
+
+    server, (prompt, endpoint) = KeepAlive(), chat()
+    ep = endpoint(server.url)
+
+    async def twice() -> tuple[Any, Any]:
+        async with http_client() as client:
+            fresh = await openai_chat.probe(client, ep, None, prompt, True, SendsLate())
+            reused = await openai_chat.probe(client, ep, None, prompt, True, SendsLate())
+            # Stamps left unread would keep the socket signalled and the loop spinning.
+            cpu = time.process_time()
+            await asyncio.sleep(0.3)
+            assert time.process_time() - cpu < 0.1
+        return fresh, reused
+
+    try:
+        fresh, reused = await twice()
+        plain = lambda info: socket.socket(*info[:3])  # noqa: E731
+        monkeypatch.setattr(transport, "_wire", plain)
+        _, reused_unstamped = await twice()
+        async with http_client() as client:
+            control = await openai_chat.probe(client, ep, None, prompt, True, SystemClock())
+    finally:
+        server.close()
+    assert server.connections == 3
+    for answer in (fresh, reused, reused_unstamped, control):
+        assert answer.error_class is None and answer.text == "Paris", answer.error_detail
+    assert reused.ttfb_s < BUSY_S / 3 and reused.e2e_s < BUSY_S / 3, vars(reused)
+    assert 0 < reused.ttfb_s <= reused.ttft_s <= reused.e2e_s
+    assert fresh.ttfb_s >= BUSY_S and reused_unstamped.ttfb_s >= BUSY_S
+    assert control.ttfb_s < BUSY_S / 3
+
+
+async def test_answers_over_tls_are_timed(tmp_path, monkeypatch) -> None:
+    """Under TLS asyncio reads with `recv_into`: those reads are stamped too, and an answer
+    whose first token comes 50 ms after its headers is timed so."""
+    import ssl
+    import subprocess
+
+    from watchdog.probers import openai_chat
+
+    ec = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "2")
+    names = ("-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1")
+    subprocess.run(
+        ["openssl", "req", "-x509", *ec, *names, "-keyout", "key.pem", "-out", "cert.pem"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+    )
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
+    server, (prompt, endpoint) = KeepAlive(first_s=0.05, tls=tls), chat()
+    try:
+        async with http_client() as client:
+            answers = [
+                await openai_chat.probe(
+                    client, endpoint(server.url), None, prompt, True, SystemClock()
+                )
+                for _ in range(2)
+            ]
+    finally:
+        server.close()
+    assert server.connections == 1
+    for answer in answers:
+        assert answer.error_class is None and answer.text == "Paris", answer.error_detail
+        assert 0 < answer.ttfb_s < 0.05 <= answer.ttft_s <= answer.e2e_s < 1, vars(answer)
+        assert answer.ttft_s - answer.ttfb_s >= 0.045

@@ -49,11 +49,28 @@ def arrival(response: httpx.Response, clock: Clock, t0: float) -> Callable[[], f
     """When the latest byte of `response` read so far arrived, on `clock`'s monotonic time: the
     kernel's receive time where the transport has it (a reader that waited for the loop or for
     Python's lock does not make the answer late), the time of reading otherwise. Never before
-    the request started at `t0`."""
+    the request started at `t0`, nor before an earlier arrival of the same response: the stamp is
+    wall-clock time, and moving it onto the monotonic clock at two instants can differ by a few
+    nanoseconds, which would put the first token before the headers it came with."""
     age: Callable[[], float] | None = response.extensions.get("arrival_age")
     if age is None:
         return clock.monotonic
-    return lambda: max(t0, clock.monotonic() - age())
+
+    def arrived() -> float:
+        at = max(t0, response.extensions.get("arrived_at", t0), clock.monotonic() - age())
+        response.extensions["arrived_at"] = at
+        return at
+
+    return arrived
+
+
+def departure(response: httpx.Response, clock: Clock, t0: float) -> float:
+    """When the request left, on `clock`'s monotonic time: the kernel's send time where the
+    transport has it (a request that waited for the loop or for Python's lock between `t0` and
+    its send is timed from the send), `t0` otherwise."""
+    age: Callable[[], float | None] | None = response.extensions.get("departure_age")
+    ago = age() if age is not None else None
+    return t0 if ago is None else max(t0, clock.monotonic() - ago)
 
 
 def classify(exc: BaseException, *, got_headers: bool, streaming: bool) -> Failure:
@@ -314,6 +331,7 @@ async def timed(
             send(client, method, url, sent, timeout_s, body) as response,
         ):
             got_headers = True
+            t0 = departure(response, clock, t0)
             answer.ttfb_s = arrival(response, clock, t0)() - t0
             answer.status_code = response.status_code
             if response.status_code >= 400:

@@ -15,9 +15,14 @@ Errors come out as httpx's, raised from aiohttp's, so `classify` reads the TLS o
 the chain as it does for httpx. Tests may still hand a MockTransport to httpx.AsyncClient.
 
 Each response carries, in its `arrival_age` extension, how long ago the last byte read from its
-connection reached this host, as the kernel stamped it (SO_TIMESTAMPNS). A probe whose thread
-waited for Python's lock, or for the event loop, after its answer arrived is then timed to the
-answer's arrival, not to the moment it got round to reading it."""
+connection reached this host, and, where the request went out on a reused connection, in its
+`departure_age` how long ago the request left, both as the kernel stamped them (SO_TIMESTAMPING:
+receive times with each read, send times on the socket's error queue). A probe whose thread
+waited for Python's lock, for the event loop or for a time slice, before sending or after its
+answer arrived, is then timed from the request's departure to the answer's arrival, not from and
+to the moments it got round to sending and reading. On a fresh connection the time still counts
+from the start of the connect: connecting is part of what the answer took, and the kernel does
+not stamp it."""
 
 from __future__ import annotations
 
@@ -81,38 +86,95 @@ _REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default
 # The `age` of this task's last request's connection (a `_Wire`), where the kernel stamps it.
 _WIRE: contextvars.ContextVar[_Wire | None] = contextvars.ContextVar("wire", default=None)
 
-# Linux's SO_TIMESTAMPNS (Python names none of these): each read's ancillary data then says when
-# the last packet it read was received, as a struct timespec of CLOCK_REALTIME.
-_SO_TIMESTAMPNS = 35
+# Linux's SO_TIMESTAMPING (Python names none of these): each read's ancillary data then says when
+# the last packet it read was received, and each send leaves on the socket's error queue, without
+# its payload, when it was handed to the network device's queue; both as the first of three
+# struct timespecs of CLOCK_REALTIME.
+_SO_TIMESTAMPING = 37
+_STAMP_FLAGS = (
+    1 << 3  # SOF_TIMESTAMPING_RX_SOFTWARE
+    | 1 << 4  # SOF_TIMESTAMPING_SOFTWARE: report software stamps
+    | 1 << 8  # SOF_TIMESTAMPING_TX_SCHED: a send, as it is queued for the device
+    | 1 << 11  # SOF_TIMESTAMPING_OPT_TSONLY: the stamp alone, not the bytes sent
+)
 _TIMESPEC = struct.Struct("@qq")
-_ANCILLARY = socket.CMSG_SPACE(_TIMESPEC.size)
+_ANCILLARY = socket.CMSG_SPACE(3 * _TIMESPEC.size)
+_ERROR_ANCILLARY = _ANCILLARY + socket.CMSG_SPACE(64)  # and a struct sock_extended_err
+_FROM_ERROR_QUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000) | socket.MSG_DONTWAIT
 _MAX_AGE_S = 60.0  # an older stamp means the wall clock was stepped: trust the read instead
 
 
-class _Wire(socket.socket):
-    """A TCP socket that remembers when the bytes it last read reached this host.
+def _stamped(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The kernel's stamp among a read's ancillary data, as a time.perf_counter() reading."""
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPING:
+            seconds, nanoseconds = _TIMESPEC.unpack(data[: _TIMESPEC.size])
+            age = time.time() - seconds - nanoseconds / 1e9
+            if 0.0 <= age < _MAX_AGE_S:
+                return time.perf_counter() - age
+    return None
 
-    asyncio's transport reads with `recv`; here that is `recvmsg`, whose ancillary data carries
-    the kernel's receive time of the last packet read. A read with no stamp counts as arriving
-    as it is read."""
+
+class _Wire(socket.socket):
+    """A TCP socket that remembers when the bytes it last read reached this host, and when the
+    request now on it left.
+
+    asyncio's transport reads with `recv` (`recv_into` under TLS); here those are `recvmsg`,
+    whose ancillary data carries the kernel's receive time of the last packet read. A read with
+    no stamp counts as arriving as it is read. Send stamps wait on the error queue, which keeps
+    the socket signalled until it is read: each send reads its own at once, and each read reads
+    whatever is left, so the event loop is never woken for them."""
 
     arrived = 0.0  # time.perf_counter() of the last read's last packet
+    sent: float | None = None  # the kernel's time.perf_counter() of the request's first send
 
     def recv(self, size: int, flags: int = 0) -> bytes:
+        self._departures()
         data, ancillary, _, _ = self.recvmsg(size, _ANCILLARY, flags)
-        now = time.perf_counter()
-        self.arrived = now
-        for level, kind, stamp in ancillary:
-            if level == socket.SOL_SOCKET and kind == _SO_TIMESTAMPNS:
-                seconds, nanoseconds = _TIMESPEC.unpack(stamp[: _TIMESPEC.size])
-                age = time.time() - seconds - nanoseconds / 1e9
-                if 0.0 <= age < _MAX_AGE_S:
-                    self.arrived = now - age
+        self.arrived = _stamped(ancillary) or time.perf_counter()
         return data
+
+    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+        self._departures()
+        view = memoryview(buffer).cast("B")
+        size, ancillary, _, _ = self.recvmsg_into(
+            [view[:nbytes] if nbytes else view], _ANCILLARY, flags
+        )
+        self.arrived = _stamped(ancillary) or time.perf_counter()
+        return size
+
+    def send(self, data: Any, flags: int = 0) -> int:
+        sent = super().send(data, flags)
+        self._departures(at_most=1)
+        return sent
+
+    def sendmsg(self, *args: Any) -> int:
+        sent = super().sendmsg(*args)
+        self._departures(at_most=1)
+        return sent
+
+    def _departures(self, at_most: int = 64) -> None:
+        """Read send stamps off the error queue; the first since `expect_request` is kept."""
+        for _ in range(at_most):
+            try:
+                _, ancillary, _, _ = self.recvmsg(0, _ERROR_ANCILLARY, _FROM_ERROR_QUEUE)
+            except OSError:  # empty (EAGAIN), or no error queue
+                return
+            if self.sent is None:
+                self.sent = _stamped(ancillary)
+
+    def expect_request(self) -> None:
+        """A request is about to be sent: stamps of earlier sends are not its departure."""
+        self._departures()
+        self.sent = None
 
     def age(self) -> float:
         """Seconds since the last byte read so far reached this host."""
         return time.perf_counter() - self.arrived
+
+    def departed(self) -> float | None:
+        """Seconds since the request now on this connection left, where the kernel said."""
+        return None if self.sent is None else time.perf_counter() - self.sent
 
 
 def _wire(addr_info: Any) -> socket.socket:
@@ -122,7 +184,7 @@ def _wire(addr_info: Any) -> socket.socket:
         return socket.socket(family, kind, proto)
     sock = _Wire(family, kind, proto)
     with contextlib.suppress(OSError):  # a kernel without it: reads are timed as they are read
-        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _STAMP_FLAGS)
     return sock
 
 
@@ -151,7 +213,10 @@ class _Connector(aiohttp.TCPConnector):
         if protocol is not None:
             self._used.add(protocol)
         sock = connection.transport.get_extra_info("socket") if connection.transport else None
-        _WIRE.set(self._wires.get(sock.fileno()) if sock is not None else None)
+        wire = self._wires.get(sock.fileno()) if sock is not None else None
+        if wire is not None:
+            wire.expect_request()
+        _WIRE.set(wire)
         return connection
 
 
@@ -206,7 +271,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 headers=response.raw_headers,
                 stream=_Body(response, request),
                 request=request,
-                extensions=_extensions(response, _WIRE.get()),
+                extensions=_extensions(response, _WIRE.get(), reused=_REUSED.get()),
             )
         raise AssertionError("unreachable")
 
@@ -222,9 +287,15 @@ class PooledTransport(httpx.AsyncBaseTransport):
             await self._session.close()
 
 
-def _extensions(response: aiohttp.ClientResponse, wire: _Wire | None) -> dict[str, Any]:
+def _extensions(
+    response: aiohttp.ClientResponse, wire: _Wire | None, *, reused: bool
+) -> dict[str, Any]:
     reason = {"reason_phrase": (response.reason or "").encode()}
-    return reason if wire is None else {**reason, "arrival_age": wire.age}
+    if wire is None:
+        return reason
+    if not reused:  # the time counts from the start of the connect, as the probe's own
+        return {**reason, "arrival_age": wire.age}
+    return {**reason, "arrival_age": wire.age, "departure_age": wire.departed}
 
 
 async def _handshake_failure(
