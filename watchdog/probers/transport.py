@@ -83,7 +83,7 @@ class ProbeClient(httpx.AsyncClient):
 _REUSED: contextvars.ContextVar[bool] = contextvars.ContextVar("reused", default=False)
 
 
-# The `age` of this task's last request's connection (a `_Wire`), where the kernel stamps it.
+# This task's last request's connection, where it is a `_Wire` (the kernel stamps it).
 _WIRE: contextvars.ContextVar[_Wire | None] = contextvars.ContextVar("wire", default=None)
 
 # Linux's SO_TIMESTAMPING (Python names none of these): each read's ancillary data then says when
@@ -178,12 +178,13 @@ class _Wire(socket.socket):
 
 
 def _wire(addr_info: Any) -> socket.socket:
-    """The socket aiohttp connects: a `_Wire` where the kernel can stamp what it receives."""
+    """The socket aiohttp connects: a `_Wire` where the kernel can stamp what it sends and
+    receives."""
     family, kind, proto, _, _ = addr_info
     if sys.platform != "linux" or family not in (socket.AF_INET, socket.AF_INET6):
         return socket.socket(family, kind, proto)
     sock = _Wire(family, kind, proto)
-    with contextlib.suppress(OSError):  # a kernel without it: reads are timed as they are read
+    with contextlib.suppress(OSError):  # a kernel without it: timed as the probe sends and reads
         sock.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPING, _STAMP_FLAGS)
     return sock
 
