@@ -8,7 +8,8 @@ and the delays it actually kept (from the moment the request was read to the mom
 was made), so the bench can subtract exactly what the server took from what the watchdog
 measured. GET /health and /v1/models answer at once.
 
-    python -m bench.delay_server --port 8081 --first-ms 20 --last-ms 40 --log served.tsv
+    python -m bench.delay_server --port 8081 [--port 8082 ...] --first-ms 20 --last-ms 40 \\
+        --log served.tsv
 """
 
 from __future__ import annotations
@@ -136,23 +137,29 @@ class Delayed(asyncio.Protocol):
             transport.write(plain("404 Not Found", b'{"error":"not found"}'))
 
 
-async def serve(port: int, first_s: float, last_s: float, log: Path) -> None:
+async def serve(ports: list[int], first_s: float, last_s: float, log: Path) -> None:
     served = Served()
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: Delayed(served, first_s, last_s), "127.0.0.1", port, backlog=4096
-    )
+    servers = [
+        await loop.create_server(
+            lambda: Delayed(served, first_s, last_s), "127.0.0.1", port, backlog=4096
+        )
+        for port in ports
+    ]
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
-        await stop.wait()
+    await stop.wait()
+    for server in servers:
+        server.close()
     served.write(log)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--port", type=int, action="append", required=True, help="a port to listen on (repeat)"
+    )
     parser.add_argument("--first-ms", type=float, default=20)
     parser.add_argument("--last-ms", type=float, default=40)
     parser.add_argument("--log", type=Path, required=True, help="where the kept delays go")

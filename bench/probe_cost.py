@@ -16,7 +16,9 @@ blackbox_exporter is driven the same way in both shapes: one target per endpoint
 tells them apart; nginx serves them all), probes started at the daemon's rate on a steady clock,
 round robin over the targets, as Prometheus scraping them would. A blackbox probe is one
 /probe?module=chat request (a POST with a body check). The floor is one aiohttp ClientSession
-sending the same POSTs at the same rate, in a process of its own on the same core. Beside
+sending the same POSTs at the same rate, in a process of its own on the same core; beside it,
+the same POSTs written by hand on an asyncio connection (no HTTP library), and asyncio waking
+at that rate with nothing to send: what any asyncio prober pays before its work. Beside
 them, once a repeat, the DESIGN.md anchor: blackbox_exporter with 8 probes in flight back to
 back (its best case).
 
@@ -206,36 +208,71 @@ def blackbox(folder: Path, urls: list[str], probes: int, rate: float | None = No
         stop_process(process)
 
 
-# The floor: one aiohttp session, the same POSTs at the same pace, reading its own CPU.
+# The floors, each reading its own CPU, at the same pace on the same core:
+# - aiohttp: one ClientSession sending the same POSTs;
+# - streams: the same POSTs written by hand on one keep-alive asyncio connection, read by
+#   Content-Length: what a Python prober costs with no HTTP library at all;
+# - wake: asyncio waking at that pace and sending nothing: what the event loop alone costs.
 FLOOR = """
 import asyncio, json, os, sys, time
-import aiohttp
+from urllib.parse import urlsplit
 
 def cpu():
     fields = open("/proc/self/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-async def main(urls, rate, probes, body):
-    async with aiohttp.ClientSession() as session:
+async def prober(kind, urls, body):
+    if kind == "wake":
+        async def one(i):
+            pass
+        return one, None
+    if kind == "aiohttp":
+        import aiohttp
+        session = aiohttp.ClientSession()
         async def one(i):
             async with session.post(urls[i % len(urls)], data=body,
                                     headers={"Content-Type": "application/json"}) as reply:
                 assert reply.status == 200 and "Paris" in await reply.text()
-        await asyncio.gather(*(one(i) for i in range(200)))
-        start, before, tasks = time.monotonic(), cpu(), []
-        for i in range(probes):
-            await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
-            tasks.append(asyncio.create_task(one(i)))
-        await asyncio.gather(*tasks)
-        print(json.dumps((cpu() - before) / probes))
+        return one, session.close
+    url = urlsplit(urls[0])
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    gate = asyncio.Lock()  # one request at a time on the one connection
+    async def one(i):
+        path = urlsplit(urls[i % len(urls)])
+        head = (f"POST {path.path}?{path.query} HTTP/1.1\\r\\nHost: {url.netloc}\\r\\n"
+                f"Content-Type: application/json\\r\\nContent-Length: {len(body)}\\r\\n\\r\\n")
+        async with gate:
+            writer.write(head.encode() + body.encode())
+            headers = await reader.readuntil(b"\\r\\n\\r\\n")
+            length = int(headers.lower().split(b"content-length:")[1].split(b"\\r\\n")[0])
+            reply = await reader.readexactly(length)
+        assert headers.startswith(b"HTTP/1.1 200") and b"Paris" in reply
+    async def close():
+        writer.close()
+    return one, close
 
-asyncio.run(main(json.loads(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]), sys.argv[4]))
+async def main(kind, urls, rate, probes, body):
+    one, close = await prober(kind, urls, body)
+    await asyncio.gather(*(one(i) for i in range(200)))
+    start, before, tasks = time.monotonic(), cpu(), []
+    for i in range(probes):
+        await asyncio.sleep(max(0.0, start + i / rate - time.monotonic()))
+        tasks.append(asyncio.create_task(one(i)))
+    await asyncio.gather(*tasks)
+    print(json.dumps((cpu() - before) / probes))
+    if close:
+        await close()
+
+asyncio.run(main(sys.argv[1], json.loads(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]),
+                 sys.argv[5]))
 """
+FLOORS = ("aiohttp", "streams", "wake")
 
 
-def bare_aiohttp(urls: list[str], probes: int, rate: float) -> float:
-    """The floor's CPU seconds per request: one aiohttp ClientSession on the same core."""
-    args = [json.dumps(urls), str(rate), str(probes), json.dumps(QUESTION)]
+def paced_floor(kind: str, urls: list[str], probes: int, rate: float) -> float:
+    """A floor's CPU seconds per request (per wake for "wake"), in a process of its own on the
+    daemon's core."""
+    args = [kind, json.dumps(urls), str(rate), str(probes), json.dumps(QUESTION)]
     out = subprocess.run(
         pinned(1, [sys.executable, "-c", FLOOR, *args]), capture_output=True, check=True, text=True
     )
@@ -365,7 +402,8 @@ def measure(args: argparse.Namespace, shapes: list[Shape]) -> dict[str, Any]:
                     rows.setdefault("blackbox", []).append(
                         blackbox(folder, urls, probes, args.rate)
                     )
-                    rows.setdefault("aiohttp", []).append(bare_aiohttp(urls, probes, args.rate))
+                    for kind in FLOORS:
+                        rows.setdefault(kind, []).append(paced_floor(kind, urls, probes, args.rate))
                     for lean in (False, True):
                         got = watchdog(folder, target, shape, args.seconds, lean)
                         mode = "lean" if lean else "watchdog"
@@ -378,7 +416,7 @@ def measure(args: argparse.Namespace, shapes: list[Shape]) -> dict[str, Any]:
 
 
 def _line(rows: dict[str, list[float]]) -> str:
-    keys = ("blackbox", "aiohttp", "watchdog cpu_per_probe_s", "lean cpu_per_probe_s")
+    keys = ("blackbox", *FLOORS, "watchdog cpu_per_probe_s", "lean cpu_per_probe_s")
     return ", ".join(f"{k.split()[0]} {rows[k][-1] * 1000:.3f} ms" for k in keys)
 
 
@@ -404,6 +442,8 @@ def summarise(
                 "rate": args.rate,
                 "blackbox_ms": ms(rows["blackbox"]),
                 "aiohttp_ms": ms(rows["aiohttp"]),
+                "streams_ms": ms(rows["streams"]),
+                "wake_ms": ms(rows["wake"]),
                 "watchdog_ms": ms(rows["watchdog cpu_per_probe_s"]),
                 "lean_ms": ms(rows["lean cpu_per_probe_s"]),
                 "probes_per_s": round(statistics.median(rows["watchdog probes_per_s"]), 1),
@@ -448,6 +488,10 @@ def table(result: dict[str, Any]) -> str:
             f"| **{s['shape']}, {s['rate']:g} probes/s** | | | |",
             f"| blackbox_exporter, one target per endpoint | {box:.3f} | 1 | {_ratio(box, floor)} |",
             f"| bare aiohttp (the floor) | {floor:.3f} | {_ratio(floor, box)} | 1 |",
+            f"| *hand-written HTTP/1.1 on asyncio streams, no library* | *{s['streams_ms']:.3f}* "
+            f"| *{_ratio(s['streams_ms'], box)}* | *{_ratio(s['streams_ms'], floor)}* |",
+            f"| *asyncio waking at the same pace, no request* | *{s['wake_ms']:.3f}* "
+            f"| *{_ratio(s['wake_ms'], box)}* | *{_ratio(s['wake_ms'], floor)}* |",
             f"| **watchdog, defaults** | **{s['watchdog_ms']:.3f}** "
             f"| **{_ratio(s['watchdog_ms'], box)}** | {_ratio(s['watchdog_ms'], floor)} |",
             f"| watchdog, lean | {s['lean_ms']:.3f} | {_ratio(s['lean_ms'], box)} "

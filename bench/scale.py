@@ -10,6 +10,11 @@ for the probes whose answer came while Prometheus was scraping (from Prometheus'
 `scrape_duration_seconds` samples) and for the rest.
 
     python -m bench.scale [--endpoints 1000] [--every 10] [--jitter 5] [--probes 200000] [--scrape 15]
+        [--ports 1]
+
+All endpoints share one port of the target by default, so their connections are reused; with
+`--ports 1000`, each has its own, idle for longer than the pool keeps one, and every run
+connects afresh: its time then counts from one TCP handshake before its first send.
 """
 
 from __future__ import annotations
@@ -114,8 +119,15 @@ def inflation(
     return figures
 
 
+def distinct_ports(n: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < n:
+        ports.add(free_port())
+    return sorted(ports)
+
+
 def configure(
-    folder: Path, target: str, endpoints: int, every: float, jitter: float, listen: str
+    folder: Path, targets: list[str], endpoints: int, every: float, jitter: float, listen: str
 ) -> Path:
     golden = folder / "one.yaml"
     golden.write_text(
@@ -127,7 +139,8 @@ def configure(
         "max_concurrency: 16",
         "endpoints:",
         *(
-            f'  - {{name: e{i}, api: openai-chat, base_url: "{target}", server_metrics: false}}'
+            f"  - {{name: e{i}, api: openai-chat, base_url: "
+            f'"{targets[i % len(targets)]}", server_metrics: false}}'
             for i in range(endpoints)
         ),
         "probes:",
@@ -192,13 +205,22 @@ def table(result: dict[str, Any]) -> str:
     head = (
         f"{f['endpoints']:,} endpoints, one prompt every {f['every_s']:g} s each (jitter "
         f"{f.get('jitter_s', f['every_s'] / 2):g} s), streamed from a target that answers its "
-        f"first token after {f['target_first_ms']:g} ms and ends after {f['target_last_ms']:g} ms; "
+        f"first token after {f['target_first_ms']:g} ms and ends after {f['target_last_ms']:g} ms"
+        f"{_ports(f.get('target_ports', 1), f['endpoints'])}; "
         f"the daemon on "
         f"core(s) {f['daemon_cores']}, Prometheus scraping it every {f['scrape_every_s']:g} s."
     )
     lines = [caption(result), "", head, "", "| what | measured |", "| --- | --- |"]
     lines += [f"| {what} | {value} |" for what, value in rows]
     return "\n".join(lines) + "\n"
+
+
+def _ports(ports: int, endpoints: int) -> str:
+    if ports <= 1:
+        return ", all endpoints on one port of it (their connections reused)"
+    if ports >= endpoints:
+        return ", each endpoint on a port of its own (every run on a fresh connection)"
+    return f", over {ports} of its ports"
 
 
 def readme(result: dict[str, Any]) -> str:
@@ -227,12 +249,19 @@ def main() -> None:
     parser.add_argument(
         "--cores", default="1", help="the daemon's cores (taskset -c); the target's is 0"
     )
+    parser.add_argument(
+        "--ports",
+        type=int,
+        default=1,
+        help="the target's ports, endpoints spread over them; with one per endpoint and runs "
+        "more than 4 s apart, every run connects afresh",
+    )
     parser.add_argument("--no-record", action="store_true", help="do not write bench/results")
     args = parser.parse_args()
     jitter = args.every / 2 if args.jitter is None else args.jitter
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        port, served = free_port(), folder / "served.tsv"
+        ports, served = distinct_ports(args.ports), folder / "served.tsv"
         # The target must keep its delays whatever else runs on its core (Prometheus parsing a
         # scrape): real-time priority where the bench may set it (as root).
         realtime = ["chrt", "-f", "10"] if os.geteuid() == 0 and shutil.which("chrt") else []
@@ -244,17 +273,17 @@ def main() -> None:
                     sys.executable,
                     "-m",
                     "bench.delay_server",
-                    f"--port={port}",
+                    *(f"--port={port}" for port in ports),
                     f"--first-ms={FIRST_MS}",
                     f"--last-ms={LAST_MS}",
                     f"--log={served}",
                 ],
             )
         )
-        target = f"http://127.0.0.1:{port}"
-        wait_for(target + "/health")
+        targets = [f"http://127.0.0.1:{port}" for port in ports]
+        wait_for(targets[-1] + "/health")
         listen = f"127.0.0.1:{free_port()}"
-        config = configure(folder, target, args.endpoints, args.every, jitter, listen)
+        config = configure(folder, targets, args.endpoints, args.every, jitter, listen)
         command = [sys.executable, "-m", "watchdog.cli", "run", "--config", str(config)]
         log = (folder / "watchdog.log").open("wb")
         daemon = subprocess.Popen(
@@ -317,6 +346,7 @@ def main() -> None:
         "every_s": args.every,
         "jitter_s": jitter,
         "scrape_every_s": args.scrape,
+        "target_ports": args.ports,
         "target_first_ms": FIRST_MS,
         "target_last_ms": LAST_MS,
         "probes": int(done),

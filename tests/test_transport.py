@@ -364,9 +364,10 @@ def chat() -> tuple[Any, Any]:
 
 
 async def test_a_request_sent_late_is_timed_from_when_it_left(monkeypatch) -> None:
-    """On a reused connection the kernel's send stamp starts the clock: a probe held up for 0.3 s
-    between its start and its send does not record 0.3 s more. On a fresh connection the time
-    counts from the start of the connect, hold-up included; and without stamps, always."""
+    """The kernel's stamps start the clock: a probe held up for 0.3 s between its start and its
+    send does not record 0.3 s more, on a reused connection (timed from the request's send) or
+    on a fresh one (from its first send less the TCP handshake). Without stamps the time counts
+    from the probe's start."""
     import socket
     import time
 
@@ -400,8 +401,52 @@ async def test_a_request_sent_late_is_timed_from_when_it_left(monkeypatch) -> No
         assert answer.error_class is None and answer.text == "Paris", answer.error_detail
     assert reused.ttfb_s < BUSY_S / 3 and reused.e2e_s < BUSY_S / 3, vars(reused)
     assert 0 < reused.ttfb_s <= reused.ttft_s <= reused.e2e_s
-    assert fresh.ttfb_s >= BUSY_S and reused_unstamped.ttfb_s >= BUSY_S
+    assert fresh.ttfb_s < BUSY_S / 3 and fresh.e2e_s < BUSY_S / 3, vars(fresh)
+    assert 0 < fresh.ttfb_s <= fresh.ttft_s <= fresh.e2e_s
+    assert reused_unstamped.ttfb_s >= BUSY_S
     assert control.ttfb_s < BUSY_S / 3
+
+
+@pytest.mark.parametrize(
+    ("handshake_s", "at_least", "below"),
+    [(0.2, 0.2, BUSY_S), (None, BUSY_S, 1.0)],
+    ids=["timed-by-the-kernel", "retransmitted-or-untimed"],
+)
+async def test_a_fresh_connection_counts_its_handshake(
+    monkeypatch, handshake_s: float | None, at_least: float, below: float
+) -> None:
+    """A fresh connection's clock starts one TCP handshake before its first send, as long as
+    the kernel timed that handshake: 0.2 s of it counts, the probe's own 0.3 s hold-up does not.
+    Where the kernel had to send the SYN again (or timed nothing), the whole wait counts, from
+    the probe's start: a lost SYN is the network's trouble, not the watchdog's."""
+    from watchdog.probers import openai_chat, transport
+
+    monkeypatch.setattr(transport, "_handshake_s", lambda sock: handshake_s)
+    server, (prompt, endpoint) = KeepAlive(), chat()
+    try:
+        async with http_client() as client:
+            answer = await openai_chat.probe(
+                client, endpoint(server.url), None, prompt, True, SendsLate()
+            )
+    finally:
+        server.close()
+    assert answer.error_class is None and answer.text == "Paris", answer.error_detail
+    assert at_least <= answer.ttfb_s <= answer.e2e_s < below, vars(answer)
+
+
+def test_the_kernel_times_a_tcp_handshake() -> None:
+    """The round trip read from TCP_INFO before a connection's first send: on loopback, far
+    under 50 ms."""
+    import socket
+
+    from watchdog.probers.transport import _handshake_s
+
+    with (
+        socket.create_server(("127.0.0.1", 0)) as listener,
+        socket.create_connection(listener.getsockname()) as sock,
+    ):
+        rtt = _handshake_s(sock)
+        assert rtt is not None and 0 < rtt < 0.05, rtt
 
 
 async def test_answers_over_tls_are_timed(tmp_path, monkeypatch) -> None:

@@ -525,8 +525,9 @@ class Daemon:
             else:
                 # First runs 10 ms apart (within the interval), not all at once: a thousand
                 # endpoints starting together would queue behind each other for seconds. Runs
-                # started together on shared ticks cost less CPU but time each other's requests:
-                # bench.scale measured 4.9 ms of inflation at p99 against 0.9 ms (bench/README.md).
+                # started together on shared ticks cost less CPU; since the kernel times each
+                # request (transport.py) they no longer time each other's, but they are not
+                # built yet (bench/README.md, "runs started together").
                 spread = min(probe.interval_s, len(wanted) * STAGGER_S)
                 offset = spread * n / len(wanted)
                 self.scheduler.every(

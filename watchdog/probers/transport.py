@@ -15,14 +15,16 @@ Errors come out as httpx's, raised from aiohttp's, so `classify` reads the TLS o
 the chain as it does for httpx. Tests may still hand a MockTransport to httpx.AsyncClient.
 
 Each response carries, in its `arrival_age` extension, how long ago the last byte read from its
-connection reached this host, and, where the request went out on a reused connection, in its
-`departure_age` how long ago the request left, both as the kernel stamped them (SO_TIMESTAMPING:
-receive times with each read, send times on the socket's error queue). A probe whose thread
-waited for Python's lock, for the event loop or for a time slice, before sending or after its
-answer arrived, is then timed from the request's departure to the answer's arrival, not from and
-to the moments it got round to sending and reading. On a fresh connection the time still counts
-from the start of the connect: connecting is part of what the answer took, and the kernel does
-not stamp it."""
+connection reached this host, and in its `departure_age` how long ago the request left, both as
+the kernel stamped them (SO_TIMESTAMPING: receive times with each read, send times on the
+socket's error queue). A probe whose thread waited for Python's lock, for the event loop or for
+a time slice, before sending or after its answer arrived, is then timed from the request's
+departure to the answer's arrival, not from and to the moments it got round to sending and
+reading. On a fresh connection the request "left" one TCP handshake before the connection's
+first send: the kernel does not stamp the handshake, but it times its round trip (TCP_INFO), so
+connecting counts as the network took it, and a wait of the probe's own before or after the
+connect does not. A handshake the kernel had to retransmit counts whole, from the probe's start:
+that wait was the network's."""
 
 from __future__ import annotations
 
@@ -102,6 +104,8 @@ _ANCILLARY = socket.CMSG_SPACE(3 * _TIMESPEC.size)
 _ERROR_ANCILLARY = _ANCILLARY + socket.CMSG_SPACE(64)  # and a struct sock_extended_err
 _FROM_ERROR_QUEUE = getattr(socket, "MSG_ERRQUEUE", 0x2000) | socket.MSG_DONTWAIT
 _MAX_AGE_S = 60.0  # an older stamp means the wall clock was stepped: trust the read instead
+# struct tcp_info: tcpi_rtt (microseconds) and tcpi_total_retrans, each a u32.
+_TCP_INFO_SIZE, _RTT_AT, _RETRANS_AT = 104, 68, 100
 
 
 def _stamped(ancillary: list[tuple[int, int, bytes]]) -> float | None:
@@ -115,9 +119,24 @@ def _stamped(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     return None
 
 
+def _handshake_s(sock: socket.socket) -> float | None:
+    """The TCP handshake's round trip as the kernel timed it, in seconds, read before the
+    connection's first send (when it is the only sample); None where the kernel does not say,
+    or where something was sent again (a lost SYN): that wait must count."""
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_SIZE)
+    except (OSError, AttributeError):
+        return None
+    if len(info) < _TCP_INFO_SIZE:
+        return None
+    (rtt_us,) = struct.unpack_from("@I", info, _RTT_AT)
+    (retransmitted,) = struct.unpack_from("@I", info, _RETRANS_AT)
+    return rtt_us / 1e6 if rtt_us and not retransmitted else None
+
+
 class _Wire(socket.socket):
-    """A TCP socket that remembers when the bytes it last read reached this host, and when the
-    request now on it left.
+    """A TCP socket that remembers when the bytes it last read reached this host, when the
+    request now on it left, and when the connection began.
 
     asyncio's transport reads with `recv` (`recv_into` under TLS); here those are `recvmsg`,
     whose ancillary data carries the kernel's receive time of the last packet read. A read with
@@ -127,6 +146,9 @@ class _Wire(socket.socket):
 
     arrived = 0.0  # time.perf_counter() of the last read's last packet
     sent: float | None = None  # the kernel's time.perf_counter() of the request's first send
+    opened: float | None = None  # and of the connection's first send (a request or a TLS hello)
+    handshake: float | None = None  # seconds: TCP's handshake round trip, where the kernel timed it
+    _first = True
 
     def recv(self, size: int, flags: int = 0) -> bytes:
         self._departures()
@@ -144,11 +166,15 @@ class _Wire(socket.socket):
         return size
 
     def send(self, data: Any, flags: int = 0) -> int:
+        if self._first:
+            self._first, self.handshake = False, _handshake_s(self)
         sent = super().send(data, flags)
         self._departures(at_most=1)
         return sent
 
     def sendmsg(self, *args: Any) -> int:
+        if self._first:
+            self._first, self.handshake = False, _handshake_s(self)
         sent = super().sendmsg(*args)
         self._departures(at_most=1)
         return sent
@@ -160,8 +186,11 @@ class _Wire(socket.socket):
                 _, ancillary, _, _ = self.recvmsg(0, _ERROR_ANCILLARY, _FROM_ERROR_QUEUE)
             except OSError:  # empty (EAGAIN), or no error queue
                 return
+            stamp = _stamped(ancillary)
+            if self.opened is None:
+                self.opened = stamp
             if self.sent is None:
-                self.sent = _stamped(ancillary)
+                self.sent = stamp
 
     def expect_request(self) -> None:
         """A request is about to be sent: stamps of earlier sends are not its departure."""
@@ -175,6 +204,13 @@ class _Wire(socket.socket):
     def departed(self) -> float | None:
         """Seconds since the request now on this connection left, where the kernel said."""
         return None if self.sent is None else time.perf_counter() - self.sent
+
+    def connected(self) -> float | None:
+        """Seconds since this connection began, where the kernel said: its first send less the
+        TCP handshake's round trip."""
+        if self.opened is None or self.handshake is None:
+            return None
+        return time.perf_counter() - self.opened + self.handshake
 
 
 def _wire(addr_info: Any) -> socket.socket:
@@ -294,9 +330,8 @@ def _extensions(
     reason = {"reason_phrase": (response.reason or "").encode()}
     if wire is None:
         return reason
-    if not reused:  # the time counts from the start of the connect, as the probe's own
-        return {**reason, "arrival_age": wire.age}
-    return {**reason, "arrival_age": wire.age, "departure_age": wire.departed}
+    left = wire.departed if reused else wire.connected
+    return {**reason, "arrival_age": wire.age, "departure_age": left}
 
 
 async def _handshake_failure(
