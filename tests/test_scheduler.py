@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -130,3 +130,38 @@ def test_a_jitter_longer_than_the_interval_still_keeps_its_runs() -> None:
         assert after is not None and after > fire
         fire = after
     assert 990 <= (fire - start).total_seconds() <= 1010
+
+
+def test_runs_start_on_ticks_and_keep_their_slots() -> None:
+    """Each run starts on a 100 ms tick, no earlier than its slot on the grid and before the
+    next one, even with a jitter of the whole interval: no slot is skipped or run twice."""
+    start = datetime(2026, 12, 5, 0, 0, 0, 37_000, tzinfo=UTC)  # the grid is off the ticks
+    for jitter in (None, 3.0, 10.0):
+        trigger = interval_trigger(10, jitter=jitter, start=start)
+        fire = start
+        for n in range(1, 1001):
+            after = trigger.get_next_fire_time(fire, fire)
+            assert after is not None
+            fire = after
+            assert fire.microsecond % 100_000 == 0, fire
+            late = (fire - start).total_seconds() - 10 * n
+            assert 0 <= late < (jitter or 0) + 0.1 and late < 10, (jitter, n, late)
+
+
+def test_an_interval_off_the_ticks_does_not_drift() -> None:
+    """Every 1.05 s: each run is at most a tick after its slot, however many runs went before."""
+    start = datetime(2026, 12, 5, tzinfo=UTC)
+    trigger = interval_trigger(1.05, start=start)
+    fire = start
+    for n in range(1, 2001):
+        after = trigger.get_next_fire_time(fire, fire)
+        assert after is not None
+        fire = after
+        assert -1e-6 <= (fire - start).total_seconds() - 1.05 * n < 0.1
+
+
+def test_an_interval_shorter_than_a_tick_runs_off_the_ticks() -> None:
+    start = datetime(2026, 12, 5, 0, 0, 0, 3_000, tzinfo=UTC)
+    trigger = interval_trigger(0.01, start=start)
+    after = trigger.get_next_fire_time(start, start)
+    assert after == start + timedelta(seconds=0.01)

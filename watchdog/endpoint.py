@@ -213,7 +213,8 @@ class Probe(Strict):
     """The interval between runs; 60s when neither `every` nor `cron` is given. Shorter catches
     outages sooner and costs the server more requests. Under 30s, the endpoint's health, ready and
     engine-metrics routes and its identity are read at most every 30s while its prompts are
-    answered and those routes pass, and again right after any failed prompt."""
+    answered and those routes pass, and again right after any failed prompt. Runs start on the
+    first tenth of a second at or after their time: those due within it share one wakeup."""
     cron: str | None = None
     """Instead of `every`: a crontab line (minute hour day month weekday; weekday 0 is Sunday) in
     `timezone`, e.g. `"0 6 * * *"`."""
