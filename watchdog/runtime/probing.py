@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -33,6 +34,8 @@ class ProbeLoop:
             target=self.loop.run_forever, name="mlops-watchdog-probes", daemon=True
         )
         self._client: httpx.AsyncClient | None = None
+        self._there = Mailbox(self.loop)
+        self._back: Mailbox | None = None  # to the loop that awaits the runs
 
     @property
     def client(self) -> httpx.AsyncClient:
@@ -57,11 +60,28 @@ class ProbeLoop:
     async def run(self, work: Callable[[], Awaitable[T]]) -> T:
         """`work()` on the probe loop, awaited from the daemon's loop. Cancelling the await
         cancels the work there."""
+        back = self._back
+        if back is None or back.loop is not asyncio.get_running_loop():
+            back = self._back = Mailbox(asyncio.get_running_loop())
+        done: asyncio.Future[T] = back.loop.create_future()
+        there: list[asyncio.Task[T] | None] = [None]
 
-        async def there() -> T:
-            return await work()
+        def start() -> None:  # on the probe loop, as are `cancel` and the task's callback
+            if done.cancelled():
+                return
+            task = there[0] = self.loop.create_task(_awaited(work))
+            task.add_done_callback(lambda ended: back.put(lambda: _settle(done, ended)))
 
-        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(there(), self.loop))
+        def cancel() -> None:
+            if there[0] is not None:
+                there[0].cancel()
+
+        self._there.put(start)
+        try:
+            return await done
+        except asyncio.CancelledError:
+            self._there.put(cancel)
+            raise
 
     async def close(self) -> None:
         """Close the client on its loop, then stop the loop and its thread."""
@@ -74,3 +94,43 @@ class ProbeLoop:
         await asyncio.to_thread(self.thread.join, 5)
         if not self.thread.is_alive():
             self.loop.close()
+
+
+class Mailbox:
+    """Calls handed to another thread's event loop, in batches: the loop wakes once for all
+    the calls put in before it got round to them, not once each. Each wake is a write to its
+    self-pipe and a switch of Python's lock; runs started together on a tick, and answers
+    that arrive together, share one."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._calls: deque[Callable[[], object]] = deque()
+        self._waking = False
+
+    def put(self, call: Callable[[], object]) -> None:
+        """From any thread. Appended before the flag is read, and the flag cleared before
+        the calls are taken: a call is never left behind without a wake to take it."""
+        self._calls.append(call)
+        if not self._waking:
+            self._waking = True
+            self.loop.call_soon_threadsafe(self._take)
+
+    def _take(self) -> None:
+        self._waking = False
+        while self._calls:
+            self._calls.popleft()()
+
+
+async def _awaited(work: Callable[[], Awaitable[T]]) -> T:
+    return await work()
+
+
+def _settle(done: asyncio.Future[T], ended: asyncio.Task[T]) -> None:
+    if done.cancelled():
+        return
+    if ended.cancelled():
+        done.cancel()
+    elif (error := ended.exception()) is not None:
+        done.set_exception(error)
+    else:
+        done.set_result(ended.result())
