@@ -7,6 +7,7 @@ to see the measured rates; `python -m bench.drift_power` prints the full table.
 
 from __future__ import annotations
 
+import itertools
 import zlib
 from collections.abc import Sequence
 
@@ -16,6 +17,7 @@ import pytest
 
 from bench.drift_power import Answers, Shift, Tally, study, window
 from watchdog.drift.compare import BUCKETS, SIGNALS, DriftSettings, evaluate, profile, similarity
+from watchdog.drift.watch import due
 from watchdog.result import Signal
 
 SETTINGS = DriftSettings()
@@ -438,3 +440,18 @@ def test_detection_rate_at_the_stated_effect(name: str, shifted: dict[str, Tally
         f"{tally.rate('drift'):.1%}, median score {np.median(tally.scores):+.3f}"
     )
     assert tally.rate("drift") >= 0.95
+
+
+def test_pairs_compare_at_their_own_place_in_the_minute() -> None:
+    """Probed every 10 s, each pair is compared at its first run and then every sixth; a
+    thousand pairs started together spread their comparisons over the six runs, not all on
+    the same one."""
+    pairs = [(f"e{i}", "golden") for i in range(1000)]
+    at: list[int] = []
+    for endpoint, golden in pairs:
+        compared = [r for r in range(1, 61) if due(endpoint, golden, r, 10.0)]
+        assert due(endpoint, golden, 0, 10.0)
+        assert len(compared) == 10 and all(b - a == 6 for a, b in itertools.pairwise(compared))
+        at.append(compared[0])
+    per_run = [at.count(r) for r in range(1, 7)]
+    assert min(per_run) > 1000 / 6 * 0.7, per_run

@@ -4,6 +4,7 @@ what it learns is kept only once the run's transaction has committed (`remember`
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +19,16 @@ from watchdog.result import Finding, Signal
 # A drift window is 20 runs: comparing after each run of a probe every second only costs CPU.
 # About once a minute per pair says the same.
 COMPARE_EVERY_S = 60.0
+
+
+def due(endpoint: str, golden_set: str, runs: int, interval_s: float) -> bool:
+    """Whether the pair's run number `runs` (from 0) is compared: its first, then about once
+    a minute, each pair at its own place in the minute. Counted alike for every pair, a
+    thousand endpoints started together all compared within the same ten seconds, and the
+    runs due meanwhile waited for seconds."""
+    every = max(1, round(COMPARE_EVERY_S / interval_s))
+    place = zlib.crc32(f"{endpoint}\0{golden_set}".encode()) % every
+    return runs == 0 or (runs + place) % every == 0
 
 
 @dataclass(frozen=True)
@@ -52,7 +63,7 @@ class DriftWatch:
         """Refresh the pair's baseline and compare, when due; call inside the run's
         transaction."""
         runs = self.runs.get((endpoint, golden_set), -1) + 1
-        if runs % max(1, round(COMPARE_EVERY_S / interval_s)):
+        if not due(endpoint, golden_set, runs, interval_s):
             return Compared(endpoint, golden_set, runs, None)
         made = baselines.maintain(db, endpoint, golden_set, self.policy, now)
         signals = baselines.drift(db, endpoint, golden_set, self.settings)
