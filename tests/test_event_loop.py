@@ -6,6 +6,7 @@ connection of their own."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,6 +59,34 @@ async def test_the_loop_turns_between_families() -> None:
     assert text == generate_latest(collector)
     first, second, third = collector.seen[:3]  # built by the exposition, before the check
     assert first < second < third
+
+
+class Collecting(Collector):
+    """Notes whether Python's garbage collector was on while each family was built."""
+
+    def __init__(self) -> None:
+        self.on: list[bool] = []
+
+    def collect(self) -> Iterator[Metric]:
+        for i in range(3):
+            self.on.append(gc.isenabled())
+            yield GaugeMetricFamily(f"mlops_watchdog_part{i}", "test", value=float(i))
+
+
+async def test_the_collector_is_off_while_a_scrape_is_built() -> None:
+    """Collections stop every thread, the probes' too: none while the families are built, two
+    scrapes at once included, and the collector as it was once they are done."""
+    first, second = Collecting(), Collecting()
+    assert gc.isenabled()
+    await asyncio.gather(exposition(first, generate_latest), exposition(second, generate_latest))
+    assert first.on == second.on == [False] * 3
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        await exposition(Collecting(), generate_latest)
+        assert not gc.isenabled()  # off before, off after: not the scrape's to turn on
+    finally:
+        gc.enable()
 
 
 def daemon_config(tmp_path: Path) -> Any:
