@@ -223,11 +223,18 @@ def _ports(ports: int, endpoints: int) -> str:
     return f", over {ports} of its ports"
 
 
+def _connections(ports: int, endpoints: int) -> str:
+    if ports <= 1:
+        return " (their connections reused)"
+    return " (every run on a fresh connection)" if ports >= endpoints else ""
+
+
 def readme(result: dict[str, Any]) -> str:
     """One paragraph for the README: honest timings at a thousand endpoints."""
     f = result["figures"]
     return (
-        f"At {f['endpoints']:,} endpoints with Prometheus scraping every "
+        f"At {f['endpoints']:,} endpoints{_connections(f.get('target_ports', 1), f['endpoints'])} "
+        f"with Prometheus scraping every "
         f"{f['scrape_every_s']:g} s ({f['samples_per_scrape']:,} samples a scrape, "
         f"{f['scrape_p50_s']:g} s): schedule lateness p99 {f['lateness_p99_ms']:g} ms; the "
         f"TTFT the watchdog records exceeds what the target took by "

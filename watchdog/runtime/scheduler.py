@@ -48,9 +48,10 @@ class SteadyInterval(IntervalTrigger):
     10 s with 5 s of jitter ran every 12.5 s on average, a fifth fewer runs than configured.
 
     On ticks, the runs due within the same 100 ms start together: the scheduler, the event loops
-    and the probe thread wake once for all of them. At 100 runs a second that saved a fifth of
-    the daemon's CPU (bench/README.md, "runs started together"). Each run is timed by the kernel
-    (probers/transport.py), so runs started together do not time each other's waits."""
+    and the probe thread wake once for all of them. At 100 runs a second that saved a fifth to a
+    quarter of the daemon's CPU (bench/README.md, "Runs start together on 100 ms ticks"). Each
+    run is timed by the kernel (probers/transport.py), so runs started together do not time each
+    other's waits."""
 
     def __init__(self, tick: float, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -75,7 +76,7 @@ def interval_trigger(
 ) -> IntervalTrigger:
     """Every `seconds` from `start` (an interval from now by default), each run up to `jitter`
     late and on the next tick; a jitter of a whole interval or more spreads the runs over the
-    whole interval. Intervals shorter than a tick run off the ticks."""
+    whole interval. Intervals shorter than two ticks run off them."""
     tick = TICK_S if seconds >= 2 * TICK_S else 0.0
     # A run late by its jitter and then by its tick still falls before its next slot.
     spread = seconds - tick
