@@ -8,7 +8,8 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -21,10 +22,10 @@ from watchdog.alerting.notifiers.alertmanager import AlertmanagerPusher
 from watchdog.alerting.sender import Notifier, Sender
 from watchdog.config.load import Config, until_restart
 from watchdog.drift import changes
-from watchdog.drift.watch import DriftWatch
+from watchdog.drift.watch import Compared, DriftWatch
 from watchdog.endpoint import Endpoint, Probe
 from watchdog.gpu.nvml import Nvml
-from watchdog.gpu.watch import GpuWatch, RunMeter
+from watchdog.gpu.watch import GpuWatch, Measured, RunMeter
 from watchdog.otlp.export import Exporter
 from watchdog.parsing.yamlfile import InvalidFile
 from watchdog.reports import aside
@@ -35,7 +36,7 @@ from watchdog.runtime.probing import ProbeLoop
 from watchdog.runtime.scheduler import Scheduler
 from watchdog.runtime.systemd import Notify
 from watchdog.store import Store, StoreError, retention
-from watchdog.store.recorder import Recorder
+from watchdog.store.recorder import Recorded, Recorder
 from watchdog.store.spool import Outage, Spool
 from watchdog.web import listener as web
 from watchdog.web.gpu_metrics import GpuCollector
@@ -76,6 +77,38 @@ def summary(probe: Probe, run: Run) -> str:
     return f"{probe.endpoint}/{golden}: {ok}/{len(run.results)} ok{median}{tail}"
 
 
+@dataclass(frozen=True)
+class Finished:
+    """A run back from its probe, waiting for the group commit."""
+
+    endpoint: Endpoint
+    probe: Probe
+    run: Run
+    meter: RunMeter | None
+    stored: asyncio.Future[bool]
+
+
+@dataclass(frozen=True)
+class Staged:
+    """What storing one run found, for the daemon to take in once the transaction commits."""
+
+    endpoint: str
+    at: datetime
+    recorded: Recorded
+    measured: Measured | None
+    compared: Compared | None
+    queued: bool  # it queued pages
+
+
+def _settle(future: asyncio.Future[bool], outcome: bool | BaseException) -> None:
+    if future.cancelled():  # the run's job was cancelled meanwhile; the run is stored anyway
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
+
+
 class Daemon:
     def __init__(
         self,
@@ -98,6 +131,7 @@ class Daemon:
         self.heartbeat_at = float("-inf")
         self.heartbeat_ok = True
         self.load_errors: dict[str, str | None] = {}  # endpoint: the class of the last failure
+        self.finished: list[Finished] = []  # runs waiting for the group commit
         self.endpoints = {name: ep.base_url for name, ep in config.endpoints.items()}
         self.store = store
         self.clock = clock
@@ -167,7 +201,7 @@ class Daemon:
         if self.outage.on:
             await self.write_back()
         # Nothing older waits for the database: this run goes in now, or waits in memory too.
-        if self.outage.on or not self._store(endpoint, probe, run, meter):
+        if self.outage.on or not await self._stored(endpoint, probe, run, meter):
             self._hold(endpoint, run, meter)
         if self.otlp is not None:  # stored or not: the collector hears of every run
             self.otlp.record(endpoint, run.results)
@@ -185,50 +219,100 @@ class Daemon:
             log.info("%s", summary(probe, run))
         return run
 
-    def _store(self, endpoint: Endpoint, probe: Probe, run: Run, meter: RunMeter | None) -> bool:
-        """The run, its alert decisions and pages, its GPU energy and drift comparison, in one
-        transaction; False when the database cannot be written."""
+    def _stored(
+        self, endpoint: Endpoint, probe: Probe, run: Run, meter: RunMeter | None
+    ) -> asyncio.Future[bool]:
+        """The run, into the group commit of the runs that finish in the same turn of the loop:
+        True once it is in the database, False when the database cannot be written."""
+        loop = asyncio.get_running_loop()
+        if not self.finished:
+            loop.call_soon(self._commit_finished)
+        waiting = Finished(endpoint, probe, run, meter, loop.create_future())
+        self.finished.append(waiting)
+        return waiting.stored
+
+    def _commit_finished(self) -> None:
+        """The runs that finished together, in one transaction (a run that shares its endpoint
+        with one before it goes into the next: what the first teaches, the second reads). A
+        group whose transaction failed in a way the database did not cause is stored again run
+        by run, so that a bad run fails alone."""
+        finished, self.finished = self.finished, []
+        while finished:
+            group: list[Finished] = []
+            while finished and finished[0].endpoint.name not in {w.endpoint.name for w in group}:
+                group.append(finished.pop(0))
+            parts = [group]
+            while parts:
+                part = parts.pop(0)
+                try:
+                    staged = self._store(part)
+                except Exception as exc:
+                    if len(part) > 1:
+                        parts = [[w] for w in part]
+                    else:
+                        _settle(part[0].stored, exc)
+                    continue
+                taught: list[Staged | None] = [*staged] if staged else [None] * len(part)
+                for waiting, learnt in zip(part, taught, strict=True):
+                    try:
+                        if learnt is not None:
+                            self._learn(learnt)
+                    except Exception as exc:
+                        _settle(waiting.stored, exc)
+                    else:
+                        _settle(waiting.stored, learnt is not None)
+
+    def _store(self, group: list[Finished]) -> list[Staged] | None:
+        """The runs, their alert decisions and pages, their GPU energy and drift comparisons,
+        in one transaction: what each taught, for `_learn` once it is committed; None when
+        the database cannot be written."""
         started = time.perf_counter()
         try:
             with self.store.transaction():  # results, alert state and pages: all or nothing
                 now = self.clock.now()
-                recorded = self.recorder.record(endpoint, run, now)
-                change = recorded.change
-                queued = [self.alerter.announce(change, now)] if change else []
-                measured = (
-                    self.gpu.finish(meter, run.results, run.run_id, now.timestamp())
-                    if meter
-                    else None
-                )
-                queued += self.alerter.observe(endpoint, run.results, now, run.tiers)
-                compared = (
-                    self.drift.compare(
-                        self.store.db,
-                        endpoint.name,
-                        run.results[0].golden_set,
-                        now,
-                        probe.interval_s,
-                    )
-                    if run.results
-                    else None
-                )
-                finding = self.drift.finding(self.store.db, compared, now) if compared else None
-                if finding is not None:
-                    queued += self.alerter.observe_findings(
-                        "drift", [finding], now, self.config.endpoints
-                    )
+                staged = [self._record(w, now) for w in group]
         except StoreError as exc:
-            self._cannot_write(f"the results of {probe.endpoint}/{probe.golden_set}", exc)
-            return False
-        # Stored: only now does the daemon take in what the run taught it.
-        self.metrics.write.observe(time.perf_counter() - started)
+            what = ", ".join(f"{w.probe.endpoint}/{w.probe.golden_set}" for w in group)
+            self._cannot_write(f"the results of {what}", exc)
+            return None
+        share = (time.perf_counter() - started) / len(group)  # each run's share of the write
+        for _ in group:
+            self.metrics.write.observe(share)
+        return staged
+
+    def _record(self, waiting: Finished, now: datetime) -> Staged:
+        """Inside the group's transaction: one run and what follows from it."""
+        endpoint, probe, run, meter = waiting.endpoint, waiting.probe, waiting.run, waiting.meter
+        recorded = self.recorder.record(endpoint, run, now)
+        change = recorded.change
+        queued = [self.alerter.announce(change, now)] if change else []
+        measured = (
+            self.gpu.finish(meter, run.results, run.run_id, now.timestamp()) if meter else None
+        )
+        queued += self.alerter.observe(endpoint, run.results, now, run.tiers)
+        compared = (
+            self.drift.compare(
+                self.store.db, endpoint.name, run.results[0].golden_set, now, probe.interval_s
+            )
+            if run.results
+            else None
+        )
+        finding = self.drift.finding(self.store.db, compared, now) if compared else None
+        if finding is not None:
+            queued += self.alerter.observe_findings("drift", [finding], now, self.config.endpoints)
+        return Staged(endpoint.name, now, recorded, measured, compared, bool(queued))
+
+    def _learn(self, staged: Staged) -> None:
+        """Once its transaction has committed: what the run taught, into memory."""
+        recorded = staged.recorded
         self.recorder.committed(recorded)
         if recorded.cold_reason:
-            log.info("%s: %s, kept out of latency drift", endpoint.name, recorded.cold_reason)
-        if change is not None:
-            self.metrics.changed(change, now.timestamp())
-        if measured is not None:
-            self.gpu.remember(measured)
+            log.info("%s: %s, kept out of latency drift", staged.endpoint, recorded.cold_reason)
+        if recorded.change is not None:
+            self.metrics.changed(recorded.change, staged.at.timestamp())
+        if staged.measured is not None:
+            self.gpu.remember(staged.measured)
+        compared = staged.compared
         if compared is not None:
             self.drift.remember(compared)
             if compared.baseline_made is not None:
@@ -238,9 +322,8 @@ class Daemon:
                     compared.golden_set,
                     compared.baseline_made,
                 )
-        if queued:
+        if staged.queued:
             self._page_soon()
-        return True
 
     def _cannot_write(self, what: str, error: StoreError) -> None:
         """The database cannot be written: from now on, until `write_back` has put everything
