@@ -233,14 +233,19 @@ class Daemon:
 
     def _commit_finished(self) -> None:
         """The runs that finished together, in one transaction (a run that shares its endpoint
-        with one before it goes into the next: what the first teaches, the second reads). A
+        with an earlier one goes into the next: what the first teaches, the second reads). A
         group whose transaction failed in a way the database did not cause is stored again run
         by run, so that a bad run fails alone."""
         finished, self.finished = self.finished, []
         while finished:
-            group: list[Finished] = []
-            while finished and finished[0].endpoint.name not in {w.endpoint.name for w in group}:
-                group.append(finished.pop(0))
+            by_endpoint: dict[str, Finished] = {}
+            later: list[Finished] = []
+            for waiting in finished:
+                if waiting.endpoint.name in by_endpoint:
+                    later.append(waiting)
+                else:
+                    by_endpoint[waiting.endpoint.name] = waiting
+            group, finished = list(by_endpoint.values()), later
             parts = [group]
             while parts:
                 part = parts.pop(0)

@@ -1,4 +1,4 @@
-"""SQLite storage through sqlite-utils: WAL, numbered migrations, one transaction per probe run."""
+"""SQLite storage through sqlite-utils: WAL, numbered migrations, atomic probe runs."""
 
 from __future__ import annotations
 

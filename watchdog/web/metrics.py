@@ -379,7 +379,9 @@ class ProbeCollector(Collector):
                 value=float(m.db_bytes),
             )
         write = HistogramMetricFamily(
-            PREFIX + "storage_write_seconds", "Time to store one probe run."
+            PREFIX + "storage_write_seconds",
+            "Time to store one probe run: its share of the transaction that stored it with the "
+            "runs that finished beside it.",
         )
         write.add_metric([], m.write.buckets(), m.write.total)
         yield write
