@@ -146,6 +146,15 @@ async def test_a_database_that_cannot_be_written_holds_the_whole_group(
             return transaction()
 
         daemon.store.transaction = failing  # type: ignore[method-assign,assignment]
+        failed = daemon.outage.failed
+
+        def told(what: str, error: Exception, now: float) -> None:
+            said.append(what)
+            failed(what, error, now)
+
+        daemon.outage.failed = told  # type: ignore[method-assign]
+
+    said: list[str] = []
 
     probes = [("a", "default"), ("b", "default")]
     daemon, _, got = await stored_together(tmp_path, client, probes, prepare)
@@ -153,3 +162,5 @@ async def test_a_database_that_cannot_be_written_holds_the_whole_group(
     assert daemon.outage.on
     assert sorted(w.endpoint for w in daemon.spool.oldest(10)) == ["a", "b"]
     assert stored(daemon) == []
+    # One line for the log names one run and counts the rest, however large the group.
+    assert said[0].startswith("the results of a/") and said[0].endswith(" and of 1 other run(s)")

@@ -232,10 +232,8 @@ class Daemon:
         return waiting.stored
 
     def _commit_finished(self) -> None:
-        """The runs that finished together, in one transaction (a run that shares its endpoint
-        with an earlier one goes into the next: what the first teaches, the second reads). A
-        group whose transaction failed in a way the database did not cause is stored again run
-        by run, so that a bad run fails alone."""
+        """The runs that finished together, in one transaction; a run that shares its endpoint
+        with an earlier one goes into the next (what the first teaches, the second reads)."""
         finished, self.finished = self.finished, []
         while finished:
             by_endpoint: dict[str, Finished] = {}
@@ -245,27 +243,31 @@ class Daemon:
                     later.append(waiting)
                 else:
                     by_endpoint[waiting.endpoint.name] = waiting
-            group, finished = list(by_endpoint.values()), later
-            parts = [group]
-            while parts:
-                part = parts.pop(0)
-                try:
-                    staged = self._store(part)
-                except Exception as exc:
-                    if len(part) > 1:
-                        parts = [[w] for w in part]
-                    else:
-                        _settle(part[0].stored, exc)
-                    continue
-                taught: list[Staged | None] = [*staged] if staged else [None] * len(part)
-                for waiting, learnt in zip(part, taught, strict=True):
-                    try:
-                        if learnt is not None:
-                            self._learn(learnt)
-                    except Exception as exc:
-                        _settle(waiting.stored, exc)
-                    else:
-                        _settle(waiting.stored, learnt is not None)
+            self._commit(list(by_endpoint.values()))
+            finished = later
+
+    def _commit(self, group: list[Finished]) -> None:
+        """One transaction for the group, and each run's await settled. A group whose
+        transaction failed in a way the database did not cause is stored again run by run, so
+        that a bad run fails alone."""
+        try:
+            staged = self._store(group)
+        except Exception as exc:
+            if len(group) == 1:
+                _settle(group[0].stored, exc)
+            else:
+                for waiting in group:
+                    self._commit([waiting])
+            return
+        taught: list[Staged | None] = [*staged] if staged else [None] * len(group)
+        for waiting, learnt in zip(group, taught, strict=True):
+            try:
+                if learnt is not None:
+                    self._learn(learnt)
+            except Exception as exc:
+                _settle(waiting.stored, exc)
+            else:
+                _settle(waiting.stored, learnt is not None)
 
     def _store(self, group: list[Finished]) -> list[Staged] | None:
         """The runs, their alert decisions and pages, their GPU energy and drift comparisons,
@@ -277,8 +279,9 @@ class Daemon:
                 now = self.clock.now()
                 staged = [self._record(w, now) for w in group]
         except StoreError as exc:
-            what = ", ".join(f"{w.probe.endpoint}/{w.probe.golden_set}" for w in group)
-            self._cannot_write(f"the results of {what}", exc)
+            first = f"{group[0].probe.endpoint}/{group[0].probe.golden_set}"
+            others = f" and of {len(group) - 1} other run(s)" if len(group) > 1 else ""
+            self._cannot_write(f"the results of {first}{others}", exc)
             return None
         share = (time.perf_counter() - started) / len(group)  # each run's share of the write
         for _ in group:
