@@ -39,7 +39,7 @@ def result(at: datetime, error_class: ErrorClass | None = None) -> ProbeResult:
 
 def test_fine_runs_read_no_silences_and_failures_still_honour_them(tmp_path: Path) -> None:
     store = Store.open(tmp_path / "w.db")
-    alerter = Alerter(Alerting(failure_threshold=2, success_threshold=1), store.db)
+    alerter = Alerter(Alerting(failure_threshold=2, success_threshold=1), store)
     endpoint = Endpoint(name="e", api="openai-chat", base_url="http://127.0.0.1:1")
     read: list[str] = []
     store.db.conn.set_trace_callback(

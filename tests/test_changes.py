@@ -100,3 +100,40 @@ def test_an_engine_config_change_seen_only_in_the_system_fingerprint_is_named(
     assert change is not None and change.kind == "fingerprint"
     assert change.detail == "system_fingerprint: vllm-0.32.0-aaaa → vllm-0.32.0-bbbb"
     store.close()
+
+
+def test_the_recorder_reads_the_stored_identity_only_when_it_may_have_changed(
+    tmp_path: Path,
+) -> None:
+    """What answered at the last stored run is kept in memory once its transaction commits: a
+    run that shows the same reads nothing back, and a change is still found, once."""
+    import pytest
+
+    from watchdog.endpoint import Endpoint
+    from watchdog.result import Run
+    from watchdog.store.recorder import Recorder
+
+    store = Store.open(tmp_path / "w.db")
+    recorder = Recorder.of(store, ["e"])
+    endpoint = Endpoint(name="e", api="openai-chat", base_url="http://127.0.0.1:1")
+    gemma = {**SMOL, "model_ids": ["gemma"]}
+    reads: list[str] = []
+    store.db.conn.set_trace_callback(lambda sql: reads.append(sql) if "identities" in sql else None)
+
+    def run(n: int, identity: dict[str, object], fail: bool = False) -> changes.Change | None:
+        with store.transaction():
+            recorded = recorder.record(endpoint, Run(f"run{n}", [result()], identity), NOW)
+            if fail:
+                raise ValueError("a later write of the run failed")
+        recorder.committed(recorded)
+        return recorded.change
+
+    assert run(0, SMOL) is None and reads  # the first run reads what was stored
+    reads.clear()
+    assert run(1, SMOL) is None and run(2, SMOL) is None and reads == []
+    with pytest.raises(ValueError):
+        run(3, gemma, fail=True)  # rolled back: the swap is not stored, nor kept
+    change = run(4, gemma)
+    assert change is not None and change.after == changes.digest(gemma)
+    assert run(5, gemma) is None
+    store.close()

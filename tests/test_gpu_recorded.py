@@ -89,7 +89,7 @@ async def replay(name: str, tmp_path: Path) -> Replay:
     store = Store.open(tmp_path / "w.db")
     watch = GpuWatch(settings, endpoints, nvml, store, procfs=Recorded(scenario, now))
     alerter = Alerter(
-        Alerting(failure_threshold=threshold, success_threshold=2), store.db, can_send=False
+        Alerting(failure_threshold=threshold, success_threshold=2), store, can_send=False
     )
     watch.start(now["t"])
     out = Replay(scenario)

@@ -148,7 +148,7 @@ class Daemon:
         self.writing_back = False
         self.metrics.outage = self.outage
         self.alerter = Alerter(
-            config.alerting, store.db, can_send=notifier is not None, node=config.node
+            config.alerting, store, can_send=notifier is not None, node=config.node
         )
         templates = config.alerting.templates_dir
         renderer = Renderer(config.resolve(templates) if templates else None)

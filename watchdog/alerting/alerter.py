@@ -9,8 +9,6 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlite_utils import Database
-
 from watchdog.alerting import outbox, silences
 from watchdog.alerting.kinds import KINDS, Observation, observe
 from watchdog.alerting.machine import FIRING, Event, Policy, State, step
@@ -18,7 +16,7 @@ from watchdog.alerting.settings import Alerting
 from watchdog.endpoint import Endpoint, Slo
 from watchdog.result import Change, Finding, ProbeResult, TierOutcome
 from watchdog.runtime.clock import from_rfc3339, rfc3339
-from watchdog.store import Held
+from watchdog.store import Held, Store
 
 log = logging.getLogger("mlops_watchdog.alerting")
 
@@ -27,11 +25,18 @@ log = logging.getLogger("mlops_watchdog.alerting")
 STATE = (Held("alerts", ("endpoint", "kind")), Held("outbox", ("key",)))
 
 
+Known = dict[str, tuple[State, str | None]]  # by kind: the state, and the summary stored with it
+
+
 class Alerter:
     def __init__(
-        self, settings: Alerting, db: Database, can_send: bool = True, node: str | None = None
+        self, settings: Alerting, store: Store, can_send: bool = True, node: str | None = None
     ):
-        self.db = db
+        self.store, self.db = store, store.db
+        # By subject: the alert states as committed, read from the database once. Only the
+        # alerter writes them; what a transaction wrote joins them once it has committed.
+        self.known: dict[str, Known] = {}
+        self.unsettled: dict[str, Known] = {}  # written in the transaction still open
         self.node = node or socket.gethostname()
         self.no_sender = (
             "left to Alertmanager (alerting.route)"
@@ -42,18 +47,36 @@ class Alerter:
         self.configure(settings)
 
     def configure(self, settings: Alerting) -> None:
-        """New thresholds and routing (a reload); the alert state itself lives in the db."""
+        """New thresholds and routing (a reload); the alert state stays as it is."""
         self.settings = settings
         self.policy = Policy(
             settings.failure_threshold, settings.success_threshold, settings.remind_every
         )
 
-    def _rows(self, subject: str) -> dict[str, dict[str, Any]]:
-        """The subject's alert states as stored, by kind: one query for all its kinds."""
+    def _read(self, subject: str) -> Known:
+        """The subject's alert states as stored: one query for all its kinds."""
         return {
-            r["kind"]: r
+            r["kind"]: (_state(r), r["summary"])
             for r in self.db.query("select * from alerts where endpoint = ?", [subject])
         }
+
+    def _before(self, subject: str) -> Known:
+        """The subject's alert states: as committed, plus what the open transaction wrote.
+        Outside a transaction of the store, whose end the alerter cannot hear of, as stored."""
+        if not self.store.settles():
+            self.known.pop(subject, None)
+            return self._read(subject)
+        known = self.known.get(subject)
+        if known is None:
+            known = self.known[subject] = self._read(subject)
+        unsettled = self.unsettled.get(subject)
+        return {**known, **unsettled} if unsettled else known
+
+    def _settled(self, committed: bool) -> None:
+        unsettled, self.unsettled = self.unsettled, {}
+        if committed:
+            for subject, states in unsettled.items():
+                self.known.setdefault(subject, {}).update(states)
 
     def observe(
         self,
@@ -111,11 +134,11 @@ class Alerter:
         endpoint: Endpoint | None,
     ) -> list[str]:
         quiet_silences: list[silences.Silence] | None = None
-        rows = self._rows(subject)
+        states = self._before(subject)
         queued = []
         for kind, observation in observations.items():
-            row = rows.get(kind)
-            before = _state(row) if row else State()
+            stored = states.get(kind)
+            before = stored[0] if stored else State()
             quiet = None
             # Whether it is quiet matters only to a failure (does it page?) and to a firing
             # alert (is its resolution sent?): a fine run of a fine kind reads no silences.
@@ -131,8 +154,8 @@ class Alerter:
                 before, observation, now, self.policy, quiet is not None, f"{subject}:{kind}"
             )
             # A steady state is not written again at every run: `updated_at` is its last change.
-            if row is None or after != before or observation.summary != row["summary"]:
-                self._save(subject, kind, after, observation, now)
+            if stored is None or after != before or observation.summary != stored[1]:
+                self._save(subject, kind, after, observation.summary, now)
             for event in events:
                 facts = self.facts(
                     subject, endpoint, kind, before, after, event, observation, now, quiet
@@ -193,15 +216,12 @@ class Alerter:
         separator = "&" if "?" in self.settings.grafana_url else "?"
         return f"{self.settings.grafana_url}{separator}var-endpoint={urllib.parse.quote(endpoint)}"
 
-    def _save(
-        self, endpoint: str, kind: str, s: State, observation: Observation | None, now: datetime
-    ) -> None:
+    def _save(self, endpoint: str, kind: str, s: State, summary: str, now: datetime) -> None:
         row: dict[str, Any] = {"endpoint": endpoint, "kind": kind}
         for name, value in asdict(s).items():
             row[name] = rfc3339(value) if isinstance(value, datetime) else value
         row["firing_sent"] = int(s.firing_sent)
-        if observation is not None:
-            row["summary"] = observation.summary
+        row["summary"] = summary
         row["updated_at"] = rfc3339(now)
         # Plain SQL, not Table.upsert: this runs for every kind after every probe run, and
         # sqlite-utils reads the table's columns each time.
@@ -212,6 +232,10 @@ class Alerter:
             f"on conflict (endpoint, kind) do update set {updates}",
             [row[n] for n in names],
         )
+        if self.store.settles():
+            if not self.unsettled:
+                self.store.when_settled(self._settled)
+            self.unsettled.setdefault(endpoint, {})[kind] = (s, summary)
 
     def firing(self) -> list[dict[str, Any]]:
         return list(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +35,9 @@ class Store:
     def __init__(self, db: Database, path: str):
         self.db = db
         self.path = path
+        # While `transaction` holds the outermost transaction: who waits to hear whether it
+        # committed (`when_settled`).
+        self.waiting: list[Callable[[bool], None]] | None = None
 
     @classmethod
     def open(cls, path: str | Path) -> Store:
@@ -87,11 +90,33 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[Database]:
         """One atomic write; nested calls become savepoints. Errors name the database file."""
+        outermost = self.waiting is None and not self.db.conn.in_transaction
+        if outermost:
+            self.waiting = []
+        committed = False
         try:
             with self.db.atomic():
                 yield self.db
+            committed = True
         except sqlite3.Error as exc:
             raise StoreError(f"{self.path}: cannot write: {exc}") from None
+        finally:
+            if outermost:
+                waiting, self.waiting = self.waiting or [], None
+                for tell in waiting:
+                    tell(committed)
+
+    def settles(self) -> bool:
+        """Whether a `transaction` of this store is open, so that `when_settled` can be told."""
+        return self.waiting is not None
+
+    def when_settled(self, tell: Callable[[bool], None]) -> None:
+        """Inside `transaction`: `tell(True)` once the outermost transaction has committed,
+        `tell(False)` once it has rolled back. For memory kept beside the database, which may
+        take in what a transaction wrote only once it is there."""
+        if self.waiting is None:
+            raise RuntimeError("when_settled outside a transaction of the store")
+        self.waiting.append(tell)
 
     @contextmanager
     def within(self) -> Iterator[Database]:
@@ -170,15 +195,12 @@ class Store:
         # Each fingerprint with everything it hashed (the answer's system fingerprint and the
         # golden set's hash too), at its first answer in the run.
         seen = {
-            row["fingerprint"]: (
-                row["started_at"],
-                fingerprint_parts(identity, r.answer.system_fingerprint, r.golden_set_hash),
-            )
+            row["fingerprint"]: (row["started_at"], r)
             for row, r in reversed(list(zip(rows, results, strict=True)))
         }
         with self.within():
-            for fingerprint, (at, parts) in seen.items():
-                self._seen(endpoint, fingerprint, at, parts)
+            for fingerprint, (at, r) in seen.items():
+                self._seen(endpoint, fingerprint, at, identity, r)
             self._insert("results", rows)
             self._insert(
                 "readiness",
@@ -204,13 +226,21 @@ class Store:
             [[row[c] for c in columns] for row in rows],
         )
 
-    def _seen(self, endpoint: str, fingerprint: str, at: str, identity: dict[str, Any]) -> None:
-        self.db.execute(
-            "insert into fingerprints (endpoint, fingerprint, first_seen, last_seen, components) "
-            "values (?, ?, ?, ?, ?) on conflict (endpoint, fingerprint) "
-            "do update set last_seen = excluded.last_seen",
-            [endpoint, fingerprint, at, at, json.dumps(identity, sort_keys=True)],
-        )
+    def _seen(
+        self, endpoint: str, fingerprint: str, at: str, identity: dict[str, Any], r: ProbeResult
+    ) -> None:
+        """The fingerprint seen again at `at`; new, with the parts it hashed."""
+        seen_before = self.db.execute(
+            "update fingerprints set last_seen = ? where endpoint = ? and fingerprint = ?",
+            [at, endpoint, fingerprint],
+        ).rowcount
+        if not seen_before:
+            parts = fingerprint_parts(identity, r.answer.system_fingerprint, r.golden_set_hash)
+            self.db.execute(
+                "insert into fingerprints (endpoint, fingerprint, first_seen, last_seen, "
+                "components) values (?, ?, ?, ?, ?)",
+                [endpoint, fingerprint, at, at, json.dumps(parts, sort_keys=True)],
+            )
 
     def last_run_unanswered(self, endpoint: str) -> bool:
         """Whether the endpoint's last stored run got no answer at all (it was down)."""

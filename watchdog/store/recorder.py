@@ -22,11 +22,15 @@ class Recorded:
     change: Change | None
     cold_reason: str | None
     seen: Seen
+    identity: str | None  # the digest of what answered; None when nothing did
 
 
 class Recorder:
     def __init__(self, store: Store, cold: ColdStarts):
         self.store, self.cold = store, cold
+        # By endpoint: the digest of what answered at its last stored run. A run that shows the
+        # same is no change, without reading the stored identity back at every run.
+        self.identities: dict[str, str] = {}
 
     @classmethod
     def of(cls, store: Store, endpoints: Iterable[str]) -> Recorder:
@@ -39,12 +43,20 @@ class Recorder:
         with self.store.within():
             answered = any(r.answer.error_class is None for r in run.results)
             identity = changes.identity_of(run.identity, run.results)
-            change = changes.observe(self.store.db, endpoint.name, identity, answered, now)
+            digest = changes.digest(identity) if answered else None
+            same = digest is not None and self.identities.get(endpoint.name) == digest
+            change = (
+                None
+                if same
+                else changes.observe(self.store.db, endpoint.name, identity, answered, now)
+            )
             cold_reason, seen = self.cold.judge(endpoint, run, change)
             self.store.record_run(
                 run.run_id, run.results, run.identity, run.tier_rows(), run.load_row()
             )
-        return Recorded(change, cold_reason, seen)
+        return Recorded(change, cold_reason, seen, digest)
 
     def committed(self, recorded: Recorded) -> None:
         self.cold.remember(recorded.seen)
+        if recorded.identity is not None:
+            self.identities[recorded.seen.endpoint] = recorded.identity
