@@ -1,9 +1,11 @@
 """The one HTTP client every probe, identity read and scrape goes through: httpx's client, sending
-through aiohttp's connection pool and C parser.
+plain HTTP through `http11.Pool` (keep-alive connections, httptools' parser) and TLS or a proxy
+through aiohttp's connection pool.
 
 Why not httpx's own transport: bench/probe_cost.py measured it at most of the daemon's CPU per
 probe. Why not PyPI's httpx-aiohttp: it maps a dropped connection to ConnectTimeout, so a server
-that hangs up would page as a timeout.
+that hangs up would page as a timeout. Why not aiohttp for plain HTTP too: its request and
+response machinery cost as much as the rest of a 5-prompt run (bench/README.md).
 
 Two things make the pool safe for a watchdog, where a false outage is a page:
 - Idle connections are dropped after 4 s, before the servers' own keep-alive timeouts close them
@@ -49,6 +51,8 @@ import httpx
 from aiohttp.client_reqrep import ClientRequest
 from aiohttp.connector import Connection
 from aiohttp.tracing import Trace
+
+from watchdog.probers import http11
 
 MAX_CONNECTIONS = 200
 IDLE_S = 4.0  # below the 5 s keep-alive of uvicorn and cpp-httplib
@@ -265,6 +269,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         # own trust_env reads the environment at every request, half the cost of one.
         self._proxies = urllib.request.getproxies_environment()
         self._proxy_of: dict[tuple[str, str], str | None] = {}
+        self._plain = http11.Pool(_wire, _stamps, limit=MAX_CONNECTIONS, idle_s=IDLE_S)
 
     def _open(self) -> aiohttp.ClientSession:
         if self._session is None:  # in the running loop, at first use
@@ -281,6 +286,15 @@ class PooledTransport(httpx.AsyncBaseTransport):
         timeout = request.extensions.get("timeout", {})
         body = await request.aread() or None
         proxy = self._proxy(request.url)
+        if (
+            request.url.scheme == "http"
+            and proxy is None
+            and request.method != "HEAD"  # an answer with a length and no body
+            and "transfer-encoding" not in request.headers  # a body sent in chunks
+        ):
+            return await self._plain.send(
+                request, body or b"", timeout.get("connect"), timeout.get("read")
+            )
         for attempt in (1, 2):
             _REUSED.set(False)
             _WIRE.set(None)
@@ -320,6 +334,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
         return self._proxy_of[key]
 
     async def aclose(self) -> None:
+        self._plain.close()
         if self._session is not None:
             await self._session.close()
 
@@ -328,10 +343,20 @@ def _extensions(
     response: aiohttp.ClientResponse, wire: _Wire | None, *, reused: bool
 ) -> dict[str, Any]:
     reason = {"reason_phrase": (response.reason or "").encode()}
-    if wire is None:
-        return reason
+    return reason if wire is None else {**reason, **_ages(wire, reused)}
+
+
+def _stamps(sock: socket.socket, reused: bool) -> dict[str, Any]:
+    """The timing extensions of a request about to be sent on `sock` by `http11.Pool`."""
+    if not isinstance(sock, _Wire):
+        return {}
+    sock.expect_request()
+    return _ages(sock, reused)
+
+
+def _ages(wire: _Wire, reused: bool) -> dict[str, Any]:
     left = wire.departed if reused else wire.connected
-    return {**reason, "arrival_age": wire.age, "departure_age": left}
+    return {"arrival_age": wire.age, "departure_age": left}
 
 
 async def _handshake_failure(
