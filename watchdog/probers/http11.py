@@ -46,7 +46,9 @@ class _Connection(asyncio.Protocol):
     def __init__(self, key: tuple[str, int], sock: socket.socket) -> None:
         self.key, self.sock = key, sock
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpResponseParser(self)
+        # It calls back here: dropped when the connection is lost, or each closed connection
+        # would wait as a reference cycle for the garbage collector.
+        self.parser: httptools.HttpResponseParser | None = httptools.HttpResponseParser(self)
         self.closed = False
         self.used = False  # an earlier request went out on it
         self.idle_since = 0.0
@@ -57,6 +59,7 @@ class _Connection(asyncio.Protocol):
         self.waiting = False  # a request is on it and its answer is not yet whole
         self.heard = False  # a byte of that answer arrived
         self.headed = False
+        self.status = 0
         self.interim = False  # reading a 1xx answer (103 Early Hints), which has no body
         self.complete = False
         self.keep_alive = False
@@ -86,6 +89,7 @@ class _Connection(asyncio.Protocol):
             self.close()
             return
         self.heard = True
+        assert self.parser is not None  # no data after the connection is lost
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
@@ -94,7 +98,7 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
+        self.closed, self.parser = True, None
         if not self.waiting:
             return
         if exc is None and self.headed and self.until_eof:
@@ -120,7 +124,9 @@ class _Connection(asyncio.Protocol):
             self.until_eof = False
 
     def on_headers_complete(self) -> None:
-        if self.parser.get_status_code() in INTERIM:  # the answer is still to come
+        assert self.parser is not None  # called back from its feed_data
+        self.status = self.parser.get_status_code()
+        if self.status in INTERIM:  # the answer is still to come
             self.interim, self.reason, self.headers = True, b"", []
             return
         self.headed = True
@@ -229,7 +235,7 @@ class Pool:
                     raise
                 if conn.error is None:
                     return httpx.Response(
-                        status_code=conn.parser.get_status_code(),
+                        status_code=conn.status,
                         headers=conn.headers,
                         stream=_Body(self, conn, request, read_s, loop),
                         request=request,
@@ -352,13 +358,15 @@ class _Body(httpx.AsyncByteStream):
         read_s: float | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
-        self._pool, self._conn, self._request = pool, conn, request
+        # httpx's response and its stream refer to each other: the connection is let go at the
+        # close, not when the collector comes round to them.
+        self._pool, self._request = pool, request
         self._read_s, self._loop = read_s, loop
-        self._open = True
+        self._connection: _Connection | None = conn
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        conn = self._conn
-        while True:
+        conn = self._connection
+        while conn is not None:
             if conn.chunks:
                 yield conn.take()
             elif conn.error is not None:
@@ -375,9 +383,9 @@ class _Body(httpx.AsyncByteStream):
                     ) from exc
 
     async def aclose(self) -> None:
-        if self._open:
-            self._open = False
-            self._pool.done(self._conn, self._loop)
+        conn, self._connection = self._connection, None
+        if conn is not None:
+            self._pool.done(conn, self._loop)
 
 
 def _as_httpx(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
