@@ -5,7 +5,8 @@ through aiohttp's connection pool.
 Why not httpx's own transport: bench/probe_cost.py measured it at most of the daemon's CPU per
 probe. Why not PyPI's httpx-aiohttp: it maps a dropped connection to ConnectTimeout, so a server
 that hangs up would page as a timeout. Why not aiohttp for plain HTTP too: its request and
-response machinery cost as much as the rest of a 5-prompt run (bench/README.md).
+response machinery were a quarter of the daemon's CPU per probe with five prompts a run
+(bench/README.md).
 
 Two things make the pool safe for a watchdog, where a false outage is a page:
 - Idle connections are dropped after 4 s, before the servers' own keep-alive timeouts close them
