@@ -310,6 +310,9 @@ class Pool:
                     except OSError as exc:
                         sock.close()
                         error = exc
+                    except BaseException:  # the deadline, or the run cancelled: no socket left open
+                        sock.close()
+                        raise
                 assert error is not None
                 raise error
         except TimeoutError as exc:
