@@ -8,17 +8,23 @@ to see the measured rates; `python -m bench.drift_power` prints the full table.
 from __future__ import annotations
 
 import itertools
+import json
 import zlib
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from bench.drift_power import Answers, Shift, Tally, study, window
+from watchdog.drift import baselines
+from watchdog.drift.baselines import BaselinePolicy
 from watchdog.drift.compare import BUCKETS, SIGNALS, DriftSettings, evaluate, profile, similarity
 from watchdog.drift.watch import due
-from watchdog.result import Signal
+from watchdog.result import Answer, CheckOutcome, ProbeResult, Signal
+from watchdog.store import Store
 
 SETTINGS = DriftSettings()
 ANSWER = (
@@ -455,3 +461,76 @@ def test_pairs_compare_at_their_own_place_in_the_minute() -> None:
         at.append(compared[0])
     per_run = [at.count(r) for r in range(1, 7)]
     assert min(per_run) > 1000 / 6 * 0.7, per_run
+
+
+def test_the_daemons_reads_compare_as_the_frames_do(tmp_path: Path) -> None:
+    """`baselines.drift` reads the stored results straight into arrays (a DataFrame of 20 rows
+    cost more than the comparison); the signals, and a baseline's noise, are those of the same
+    rows read as DataFrames: cold answers untimed, failures unanswered, answers kept as hashes
+    without a profile."""
+    store = Store.open(tmp_path / "w.db")
+    start = datetime(2026, 12, 5, 12, tzinfo=UTC)
+    rng = np.random.default_rng(7)
+    made = None
+    for n in range(40):
+        if n == 20:  # the first 20 runs make the baseline
+            made = baselines.maintain(store.db, "e", "default", BaselinePolicy(runs=20), start)
+        results = []
+        for prompt, text in (("capital", "Paris is the capital."), ("json", '{"a": 1}')):
+            slow = 1.6 if n >= 20 and prompt == "json" else 1.0  # the recent window drifts
+            failed = n % 9 == 4
+            answer = Answer(
+                text="" if failed else text,
+                e2e_s=None if failed else float(rng.lognormal(0, 0.1)) * slow,
+                error_class="timeout" if failed else None,
+            )
+            passed = n % 7 != 3
+            results.append(
+                ProbeResult(
+                    endpoint="e",
+                    prompt_id=prompt,
+                    golden_set="default",
+                    golden_set_hash="h",
+                    started_at=start + timedelta(seconds=n),
+                    stream=False,
+                    answer=answer,
+                    checks=[] if failed else [CheckOutcome("contains", passed, "")],
+                    fingerprint="f1" if n < 30 else "f2",
+                    output_profile=None if failed or n % 11 == 5 else profile(answer.text),
+                    cold_reason="restart" if n % 13 == 6 else None,
+                )
+            )
+        store.record_run(f"r{n:02}", results, {})
+    assert made is not None
+
+    def frame(runs: list[str]) -> pd.DataFrame:
+        marks = ",".join("?" * len(runs))
+        f = pd.read_sql_query(
+            "select prompt_id, ok, error_class, e2e_s, cold, output_profile from results "
+            f"where run_id in ({marks}) order by started_ts",
+            store.db.conn,
+            params=runs,
+        )
+        f["answered"] = f["error_class"].isna() | (f["error_class"] == "check_failed")
+        f["ok"] = f["ok"].astype(bool)
+        f.loc[f.pop("cold").astype(bool), "e2e_s"] = None
+        f["output_profile"] = [
+            json.loads(p) if isinstance(p, str) else None for p in f.pop("output_profile")
+        ]
+        return f
+
+    base = frame(baselines.runs_of(store.db, made))
+    recent = frame([f"r{n:02}" for n in range(20, 40)])
+    expected = evaluate("e", "default", base, recent, SETTINGS, "f1", "f2")
+    assert baselines.drift(store.db, "e", "default", SETTINGS) == expected
+    assert {s.signal: s.status for s in expected}["latency"] == "drift"
+
+    answered = base[base["answered"]]
+    spreads = [
+        (e2e.quantile(0.75) - e2e.quantile(0.25)) / e2e.median()
+        for _, group in answered.groupby("prompt_id")
+        if len(e2e := group["e2e_s"].dropna()) >= 2
+    ]
+    stored = json.loads(baselines.active(store.db, "e", "default")["noise"])  # type: ignore[index]
+    assert stored["e2e_spread"] == pytest.approx(float(np.median(spreads)))
+    assert stored["pass_rate"] == pytest.approx(float(answered["ok"].mean()))

@@ -484,3 +484,35 @@ async def test_answers_over_tls_are_timed(tmp_path, monkeypatch) -> None:
         assert answer.error_class is None and answer.text == "Paris", answer.error_detail
         assert 0 < answer.ttfb_s < 0.05 <= answer.ttft_s <= answer.e2e_s < 1, vars(answer)
         assert answer.ttft_s - answer.ttfb_s >= 0.045
+
+
+@pytest.mark.parametrize("method", ["POST", "PUT", "GET"])
+@pytest.mark.parametrize(
+    ("sent", "body"),
+    [
+        ({"Content-Type": "application/json", "Authorization": "Bearer k"}, b'{"a": 1}'),
+        ({"host": "gateway:8443"}, b"x"),  # the endpoint's own Host header stands
+        ({"Content-Length": "1"}, b"x"),
+        ({"X": "y"}, b""),
+        ({}, None),
+    ],
+)
+@pytest.mark.parametrize("url", ["http://127.0.0.1:8080/v1/chat", "https://[::1]/x"])
+def test_a_request_is_built_as_httpx_builds_it(
+    method: str, sent: dict[str, str], body: bytes | None, url: str
+) -> None:
+    """Probes build their requests without httpx's general path (it normalised every header
+    twice); the headers, in their order, and the body are what httpx would send."""
+    import httpx
+
+    from watchdog.probers.exchange import _request
+
+    ours = _request(method, httpx.URL(url), sent, body, {"timeout": {}})
+    theirs = httpx.Request(method, url, headers=sent, content=body, extensions={"timeout": {}})
+    assert ours.headers.raw == theirs.headers.raw
+    assert (ours.method, ours.url, ours.content, ours.extensions) == (
+        theirs.method,
+        theirs.url,
+        theirs.content,
+        theirs.extensions,
+    )

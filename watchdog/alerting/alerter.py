@@ -11,7 +11,7 @@ from typing import Any
 
 from watchdog.alerting import outbox, silences
 from watchdog.alerting.kinds import KINDS, Observation, observe
-from watchdog.alerting.machine import FIRING, Event, Policy, State, step
+from watchdog.alerting.machine import CLEAR, FIRING, Event, Policy, State, step
 from watchdog.alerting.settings import Alerting
 from watchdog.endpoint import Endpoint, Slo
 from watchdog.result import Change, Finding, ProbeResult, TierOutcome
@@ -138,7 +138,7 @@ class Alerter:
         queued = []
         for kind, observation in observations.items():
             stored = states.get(kind)
-            before = stored[0] if stored else State()
+            before = stored[0] if stored else CLEAR
             quiet = None
             # Whether it is quiet matters only to a failure (does it page?) and to a firing
             # alert (is its resolution sent?): a fine run of a fine kind reads no silences.
@@ -154,7 +154,8 @@ class Alerter:
                 before, observation, now, self.policy, quiet is not None, f"{subject}:{kind}"
             )
             # A steady state is not written again at every run: `updated_at` is its last change.
-            if stored is None or after != before or observation.summary != stored[1]:
+            changed = after is not before and after != before
+            if stored is None or changed or observation.summary != stored[1]:
                 self._save(subject, kind, after, observation.summary, now)
             for event in events:
                 facts = self.facts(
@@ -244,7 +245,7 @@ class Alerter:
 
 
 def _state(r: dict[str, Any]) -> State:
-    return State(
+    state = State(
         state=r["state"],
         failures=r["failures"],
         successes=r["successes"],
@@ -253,6 +254,7 @@ def _state(r: dict[str, Any]) -> State:
         notified_at=_time(r["notified_at"]),
         firing_sent=bool(r["firing_sent"]),
     )
+    return CLEAR if state == CLEAR else state
 
 
 def _time(value: str | None) -> datetime | None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from watchdog.endpoint import Slo
 from watchdog.golden.checks import CANARY
@@ -126,6 +127,16 @@ class Observation:
     e2e_p50_s: float | None = None
 
 
+class _Seen(NamedTuple):
+    """One kind's verdict before the run's shared facts join it: built for every kind after
+    every run, so a tuple, not a frozen dataclass (a fifth of the cost)."""
+
+    failing: bool
+    summary: str
+    error_class: str | None = None
+    error_detail: str | None = None
+
+
 def _median(values: list[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return statistics.median(present) if present else None
@@ -152,16 +163,16 @@ def observe(
             seen = _not_serving(tiers or [])
         else:
             seen = _failures(name, results, answered)
-        if seen is not None and seen.failing and healthy and KINDS[name].error_classes:
+        if seen is None:
+            continue
+        summary = seen.summary
+        if seen.failing and healthy and KINDS[name].error_classes:
             # The clue for on-call: the server says it is fine while nothing gets an answer (a
             # hung engine behind a live HTTP server, which load balancers keep sending to).
-            seen = replace(
-                seen, summary=f"{seen.summary} — yet the health route passes ({healthy})"
-            )
-        if seen is not None:
-            out[name] = Observation(
-                seen.failing, seen.summary, seen.error_class, seen.error_detail, model, ttft, e2e
-            )
+            summary = f"{summary} — yet the health route passes ({healthy})"
+        out[name] = Observation(
+            seen.failing, summary, seen.error_class, seen.error_detail, model, ttft, e2e
+        )
     return out
 
 
@@ -176,9 +187,7 @@ def _healthy_but_unanswered(tiers: list[TierOutcome]) -> str | None:
     return None
 
 
-def _failures(
-    name: str, results: list[ProbeResult], answered: list[ProbeResult]
-) -> Observation | None:
+def _failures(name: str, results: list[ProbeResult], answered: list[ProbeResult]) -> _Seen | None:
     """The kinds read off error classes, and canary leaks off their check."""
     if name == "canary_leak":
         failed = [r for r in results if leaked(r)]
@@ -193,13 +202,13 @@ def _failures(
         only = CANARY if name == "canary_leak" else None
         detail = last.answer.error_detail or _failed_checks(last, only=only)
         summary = f"{len(failed)}/{len(results)} prompts: {last.prompt_id}: {detail}"
-        return Observation(True, summary, last.error_class, detail)
+        return _Seen(True, summary, last.error_class, detail)
     if answered:
-        return Observation(False, f"{len(answered)}/{len(results)} prompts answered")
+        return _Seen(False, f"{len(answered)}/{len(results)} prompts answered")
     return None
 
 
-def _not_serving(tiers: list[TierOutcome]) -> Observation | None:
+def _not_serving(tiers: list[TierOutcome]) -> _Seen | None:
     """What only this kind can tell: the health (or models) route passed and no golden prompt
     got an answer, with a failure that no other kind pages for. A failure another kind covers
     (a timeout, an HTTP error, a broken answer) pages once, under that kind, saying that health
@@ -209,12 +218,12 @@ def _not_serving(tiers: list[TierOutcome]) -> Observation | None:
     healthy = by_tier.get("liveness") or by_tier.get("readiness")
     completion = by_tier.get("completion")
     if completion is not None and completion.ok:
-        return Observation(False, completion.detail)
+        return _Seen(False, completion.detail)
     if healthy is None or completion is None or not healthy.ok:
         return None
     if any(completion.error_class in KINDS[k].error_classes for k in PROBE_KINDS):
         return None
-    return Observation(
+    return _Seen(
         True,
         f"{healthy.detail}, but {completion.detail}",
         completion.error_class,
@@ -234,7 +243,7 @@ def _failed_checks(result: ProbeResult, only: str | None = None, but: str | None
     )
 
 
-def _latency(slo: Slo, ttft: float | None, e2e: float | None, answered: int) -> Observation | None:
+def _latency(slo: Slo, ttft: float | None, e2e: float | None, answered: int) -> _Seen | None:
     if not answered or (slo.ttft_s is None and slo.e2e_s is None):
         return None
     breaches = []
@@ -242,4 +251,4 @@ def _latency(slo: Slo, ttft: float | None, e2e: float | None, answered: int) -> 
         breaches.append(f"TTFT p50 {ttft:.3f}s > SLO {slo.ttft_s:g}s")
     if slo.e2e_s is not None and e2e is not None and e2e > slo.e2e_s:
         breaches.append(f"e2e p50 {e2e:.3f}s > SLO {slo.e2e_s:g}s")
-    return Observation(True, "; ".join(breaches)) if breaches else Observation(False, "within SLO")
+    return _Seen(True, "; ".join(breaches)) if breaches else _Seen(False, "within SLO")

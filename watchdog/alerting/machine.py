@@ -28,6 +28,9 @@ class State:
     firing_sent: bool = False  # the firing page went out (was not silenced)
 
 
+CLEAR = State()  # no alert: shared, as most kinds of most endpoints are in it after most runs
+
+
 @dataclass(frozen=True)
 class Event:
     name: str  # "firing" | "reminder" | "resolved"
@@ -73,9 +76,9 @@ def _fail(
 
 def _succeed(s: State, policy: Policy) -> tuple[State, list[Event]]:
     if s.state != FIRING:
-        return State(), []
+        return CLEAR, []
     s = replace(s, successes=s.successes + 1)
     if s.successes < policy.success_threshold:
         return s, []
     # A page nobody received needs no "resolved" either; the outbox still records it.
-    return State(), [Event("resolved", deliver=s.firing_sent)]
+    return CLEAR, [Event("resolved", deliver=s.firing_sent)]

@@ -129,8 +129,8 @@ class _Verdict(NamedTuple):
 def evaluate(
     endpoint: str,
     golden_set: str,
-    baseline: pd.DataFrame,
-    recent: pd.DataFrame,
+    baseline: pd.DataFrame | Sample,
+    recent: pd.DataFrame | Sample,
     settings: DriftSettings,
     baseline_fingerprint: str | None = None,
     current_fingerprint: str | None = None,
@@ -139,10 +139,11 @@ def evaluate(
 
     Frames hold one row per probe result: run_id, prompt_id, started_ts, answered, ok, e2e_s,
     ttft_s, output_profile (a profile() dict, or None when storage keeps no model text).
-    ttft is not tested on its own: e2e contains it, and not every API streams.
+    ttft is not tested on its own: e2e contains it, and not every API streams. Or each a
+    Sample, as the daemon reads them.
     """
     checks = {"latency": _latency, "format_accuracy": _format_accuracy, "output": _output}
-    base, rec = _Rows.of(baseline), _Rows.of(recent)
+    base, rec = Sample.of(baseline), Sample.of(recent)
     signals = []
     for name in SIGNALS:
         verdict = checks[name](base, rec, settings)
@@ -159,8 +160,9 @@ def evaluate(
     return signals
 
 
-class _Rows(NamedTuple):
-    """One side's columns as arrays: pandas indexing per signal costs more than the tests."""
+class Sample(NamedTuple):
+    """One side's results as arrays, one entry per result: pandas indexing per signal costs
+    more than the tests, and a DataFrame built for 20 rows costs more than reading them."""
 
     prompt: np.ndarray  # str
     answered: np.ndarray  # bool
@@ -169,7 +171,9 @@ class _Rows(NamedTuple):
     profiles: list[Any]  # profile() dicts, or None
 
     @classmethod
-    def of(cls, frame: pd.DataFrame) -> _Rows:
+    def of(cls, frame: pd.DataFrame | Sample) -> Sample:
+        if isinstance(frame, Sample):
+            return frame
         if frame.empty:
             none = np.array([], dtype=bool)
             return cls(np.array([], dtype=object), none, none, np.array([]), [])
@@ -183,7 +187,7 @@ class _Rows(NamedTuple):
         )
 
 
-def _latency(baseline: _Rows, recent: _Rows, settings: DriftSettings) -> _Verdict:
+def _latency(baseline: Sample, recent: Sample, settings: DriftSettings) -> _Verdict:
     """Two-sided Mann–Whitney U of recent against baseline e2e, each divided by the baseline
     median of its prompt.
 
@@ -225,7 +229,7 @@ def _latency(baseline: _Rows, recent: _Rows, settings: DriftSettings) -> _Verdic
     return _Verdict("drift" if drift else "ok", score, detail, p)
 
 
-def _format_accuracy(baseline: _Rows, recent: _Rows, settings: DriftSettings) -> _Verdict:
+def _format_accuracy(baseline: Sample, recent: Sample, settings: DriftSettings) -> _Verdict:
     """One-sided Fisher's exact test that the recent pass rate of answered probes is lower.
 
     Exact at any sample size and conservative, so no small-sample guard is needed. Unanswered
@@ -260,7 +264,7 @@ class _PromptTest(NamedTuple):
     recent_len: float
 
 
-def _output(baseline: _Rows, recent: _Rows, settings: DriftSettings) -> _Verdict:
+def _output(baseline: Sample, recent: Sample, settings: DriftSettings) -> _Verdict:
     """Per prompt, one-sided Mann–Whitney U that recent answers are less like the baseline's
     than the baseline's answers are like each other; Benjamini–Hochberg at q = alpha across
     prompts.
@@ -359,7 +363,7 @@ def _mean_similarities(
     return _tidy(floor), _tidy(against)
 
 
-def _profiles(rows: _Rows) -> dict[str, list[dict[str, int]]]:
+def _profiles(rows: Sample) -> dict[str, list[dict[str, int]]]:
     by_prompt: dict[str, list[dict[str, int]]] = {}
     for prompt, p in zip(rows.prompt, rows.profiles, strict=True):
         if isinstance(p, dict):
