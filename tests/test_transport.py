@@ -516,3 +516,28 @@ def test_a_request_is_built_as_httpx_builds_it(
         theirs.content,
         theirs.extensions,
     )
+
+
+async def test_a_probe_sent_as_is_keeps_what_httpx_send_gave() -> None:
+    """Probes hand their requests straight to the transport (`ProbeClient.send_as_is`): the
+    response and a failure still name the request, and a closed client still refuses."""
+    import httpx
+
+    from watchdog.probers.transport import ProbeClient
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/down":
+            raise httpx.ConnectError("refused")  # a transport's error, naming no request
+        return httpx.Response(200, content=b"ok")
+
+    client = ProbeClient(transport=httpx.MockTransport(answer))
+    async with client:
+        sent = httpx.Request("POST", "http://e/v1", content=b"{}")
+        response = await client.send_as_is(sent)
+        assert (response.request, await response.aread()) == (sent, b"ok")
+        down = httpx.Request("POST", "http://e/down", content=b"{}")
+        with pytest.raises(httpx.ConnectError) as failed:
+            await client.send_as_is(down)
+        assert failed.value.request is down
+    with pytest.raises(RuntimeError, match="closed"):
+        await client.send_as_is(sent)

@@ -281,7 +281,8 @@ async def send(
     connect = min(timeout_s / 2, CONNECT_TIMEOUT_S)
     timeout = {"connect": connect, "read": timeout_s, "write": timeout_s, "pool": timeout_s}
     request = _request(method, _url(url), with_traceparent(sent), body, {"timeout": timeout})
-    response = await client.send(request, stream=True)
+    as_is = getattr(client, "send_as_is", None)  # a ProbeClient's (transport.py)
+    response = await (as_is(request) if as_is else client.send(request, stream=True))
     try:
         yield response
     finally:
