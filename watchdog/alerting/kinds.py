@@ -129,7 +129,7 @@ class Observation:
 
 class _Seen(NamedTuple):
     """One kind's verdict before the run's shared facts join it: built for every kind after
-    every run, so a tuple, not a frozen dataclass (a fifth of the cost)."""
+    every run, so a tuple, not a frozen dataclass (about a quarter of the cost)."""
 
     failing: bool
     summary: str

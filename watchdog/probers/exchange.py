@@ -298,7 +298,7 @@ def _request(
 ) -> httpx.Request:
     """The request httpx would build from `content=body`, with the headers it adds (Host first,
     Content-Length last) written here: its own way normalises every header twice and encodes
-    the body through its general path, a tenth of a probe's request."""
+    the body through its general path, about 6% of a probe's request in process."""
     named = {k.lower() for k in sent}
     if not body or "content-length" in named or "transfer-encoding" in named:
         return httpx.Request(method, url, headers=sent, content=body, extensions=extensions)
