@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -12,7 +13,7 @@ import pytest
 from tests.conftest import FakeClock
 from watchdog.config.load import load_config
 from watchdog.daemon import Daemon, summary
-from watchdog.runner import Runner, fingerprint, shape_response
+from watchdog.runner import Runner, fingerprint, new_run_id, shape_response
 from watchdog.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,6 +110,17 @@ def test_fingerprint_changes_with_what_answers() -> None:
     assert base != fingerprint({"model_ids": ["b"]}, None, "g1")
     assert base != fingerprint({"model_ids": ["a"]}, "fp_2", "g1")
     assert base != fingerprint({"model_ids": ["a"]}, None, "g2")
+
+
+def test_run_ids_sort_in_the_order_runs_end() -> None:
+    """Each stored run adds to the run_id index's last page, not to a random one; runs that end
+    in the same millisecond still get ids of their own."""
+    t0 = datetime(2026, 12, 6, 8, tzinfo=UTC)
+    ends = [t0 + timedelta(milliseconds=ms) for ms in (0, 1, 999, 1000, 86_400_000 * 400)]
+    ids = [new_run_id(t) for t in ends]
+    assert ids == sorted(ids) and all(len(i) == 16 and int(i, 16) for i in ids)
+    together = [new_run_id(t0) for _ in range(1000)]
+    assert len(set(together)) == 1000 and all(i[:11] == ids[0][:11] for i in together)
 
 
 async def test_daemon_probe_once_stores_and_summarises(tmp_path: Path) -> None:

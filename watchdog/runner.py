@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import json
 import logging
 import secrets
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -81,6 +81,18 @@ def shape_response(text: str, mode: str, excerpt_chars: int) -> tuple[str | None
     return text, digest
 
 
+_RUNS = itertools.count(secrets.randbelow(1 << 20))
+
+
+def new_run_id(now: datetime) -> str:
+    """16 hex digits: the millisecond the run ended, then a counter. Random ids put each stored
+    run on a random page of the run_id index, and every commit rewrote one such page a run; ids
+    in the order runs end add to the index's last page (bench/README.md, "Pages a stored run
+    writes"). The counter keeps ids of runs that end in the same millisecond apart."""
+    ms = int(now.timestamp() * 1000) & ((1 << 44) - 1)
+    return f"{ms:011x}{next(_RUNS) & 0xFFFFF:05x}"
+
+
 def new_canary() -> str:
     """A fresh token for each run: a leaked one names the very run that gave it away."""
     return secrets.token_hex(5)
@@ -134,7 +146,7 @@ class Runner:
         completion = readiness.completion(results)
         tiers += [completion] if completion else []
         load, load_error = (seen.load, seen.load_error) if fresh else (None, None)
-        return Run(uuid.uuid4().hex[:16], results, identity, tiers, load, load_error)
+        return Run(new_run_id(self.clock.now()), results, identity, tiers, load, load_error)
 
     async def _through(self, call: Awaitable[T]) -> T | str:
         """What a prober hands back (an answer, a look at the routes), with every configured
