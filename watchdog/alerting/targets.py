@@ -14,6 +14,7 @@ from typing import Any
 from sqlite_utils import Database
 
 from watchdog.alerting.kinds import KINDS
+from watchdog.store import endmost_result
 
 # The gauge mlops_watchdog_endpoint_state; `unknown` has no value.
 VALUES = {"ok": 0, "degraded": 1, "down": 2}
@@ -65,14 +66,7 @@ def firing(db: Database) -> dict[str, tuple[str, str | None, tuple[str, ...]]]:
 
 
 def target(db: Database, endpoint: str) -> Target:
-    last = next(
-        db.query(
-            "select run_id, started_at from results where endpoint = ? "
-            "order by started_ts desc limit 1",
-            [endpoint],
-        ),
-        None,
-    )
+    last = endmost_result(db, endpoint, "run_id, started_at")
     if last is None:
         return Target(endpoint, "unknown", None)
     error = next(
@@ -87,12 +81,14 @@ def target(db: Database, endpoint: str) -> Target:
     if state == "ok":  # since its last alert resolved, or its first stored run
         since = next(
             db.query(
-                "select coalesce((select max(created_at) from outbox where endpoint = ? and "
-                "event = 'resolved'), (select started_at from results where endpoint = ? "
-                "order by started_ts limit 1)) as since",
-                [endpoint, endpoint],
+                "select max(created_at) as at from outbox where endpoint = ? and "
+                "event = 'resolved'",
+                [endpoint],
             )
-        )["since"]
+        )["at"]
+        if since is None:
+            first = endmost_result(db, endpoint, "started_at", newest=False)
+            since = first["started_at"] if first else None
     return Target(
         endpoint,
         state,

@@ -244,15 +244,17 @@ class Store:
 
     def last_run_unanswered(self, endpoint: str) -> bool:
         """Whether the endpoint's last stored run got no answer at all (it was down)."""
+        last = endmost_result(self.db, endpoint, "run_id")
+        if last is None:
+            return False
         row = next(
             self.db.query(
-                "select count(*) as n, sum(error_class is null or error_class = 'check_failed') "
-                "as answered from results where run_id = (select run_id from results where "
-                "endpoint = ? order by started_ts desc limit 1)",
-                [endpoint],
+                "select sum(error_class is null or error_class = 'check_failed') as answered "
+                "from results where run_id = ?",
+                [last["run_id"]],
             )
         )
-        return bool(row["n"]) and not row["answered"]
+        return not row["answered"]
 
     def results_since(self, since_ts: float, columns: Sequence[str] = ("*",)) -> pd.DataFrame:
         """The results from `since_ts` on, oldest first: every column, or only `columns` (a
@@ -265,6 +267,29 @@ class Store:
 
     def close(self) -> None:
         self.db.close()
+
+
+def endmost_result(
+    db: Database, endpoint: str, columns: str, newest: bool = True
+) -> dict[str, Any] | None:
+    """`columns` of the endpoint's newest (or first) stored result: its golden sets found one
+    at a time, and each one's newest (or first) result, through the index on (endpoint,
+    golden_set, started_ts). Ordering all of an endpoint's results by time read and sorted
+    every one of them: 0.9 s for a million, at each call of a router's readiness check."""
+    order = "desc" if newest else "asc"
+    return next(
+        db.query(
+            "with recursive sets(golden_set) as ("
+            "select (select min(golden_set) from results where endpoint = :endpoint) "
+            "union all select (select min(golden_set) from results where endpoint = :endpoint "
+            "and golden_set > sets.golden_set) from sets where sets.golden_set is not null) "
+            f"select {columns} from sets join results on results.id = (select id from results "
+            "where endpoint = :endpoint and golden_set = sets.golden_set "
+            f"order by started_ts {order} limit 1) order by results.started_ts {order} limit 1",
+            {"endpoint": endpoint},
+        ),
+        None,
+    )
 
 
 def _row(run_id: str, r: ProbeResult) -> dict[str, Any]:
